@@ -1,0 +1,188 @@
+"""Structured configs (DESIGN.md "Config keys"), registered with Hydra's ConfigStore.
+
+Hydra/OmegaConf reject unknown keys and wrong types; ``__post_init__`` checks the ranges, so that
+``OmegaConf.to_object(cfg)`` fails before any work with a message naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+__all__ = ["SyntheticTaskConfig", "ImagePairTaskConfig", "ModelConfig", "DynamicsConfig", "ProtocolConfig",
+           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "DriftsimConfig", "register_configs"]
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _positive(key: str, value: Optional[float], allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    _require(value is not None and math.isfinite(value) and value > 0, key, value, "a positive finite number")
+
+
+def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
+    _require(value in options, key, value, f"one of {list(options)}")
+
+
+@dataclass
+class SyntheticTaskConfig:
+    """SPEC §7 synthetic task: P orthonormal inputs, labels +1,−1,..., one test point of chosen overlap."""
+    name: str = "synthetic"
+    n_train: int = 4
+    overlap: float = 0.75
+    input_dim: Optional[int] = None  # N0; unset: P + 1
+
+    def __post_init__(self):
+        _require(self.n_train >= 2 and self.n_train % 2 == 0, "task.n_train", self.n_train, "an even integer >= 2")
+        _require(-1.0 <= self.overlap <= 1.0, "task.overlap", self.overlap, "a number in [-1, 1]")
+        _require(self.input_dim is None or self.input_dim >= self.n_train + 1, "task.input_dim", self.input_dim,
+                 "unset or an integer >= task.n_train + 1")
+
+
+@dataclass
+class ImagePairTaskConfig:
+    """SPEC §7 image pairs: two classes of a labelled image set, labels +1 (first) and −1 (second)."""
+    name: str = "mnist"
+    classes: list[int] = field(default_factory=lambda: [0, 1])
+    n_per_class: int = 50
+    n_test: int = 100  # held-out test examples in all (half per class)
+    root: Optional[str] = None
+    normalize: str = "global"
+
+    def __post_init__(self):
+        _choice("task.name", self.name, ("mnist", "digits", "cifar10"))
+        _require(len(self.classes) == 2 and self.classes[0] != self.classes[1], "task.classes", self.classes,
+                 "two different class labels, e.g. [0,1]")
+        _require(self.n_per_class >= 1, "task.n_per_class", self.n_per_class, "an integer >= 1")
+        _require(self.n_test >= 0, "task.n_test", self.n_test, "an integer >= 0")
+        _choice("task.normalize", self.normalize, ("global", "per_example", "none"))
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 1
+    activation: str = "relu"
+    width: int = 512
+
+    def __post_init__(self):
+        from .activations import ACTIVATIONS
+        _require(self.depth >= 1, "model.depth", self.depth, "an integer >= 1")
+        _choice("model.activation", self.activation, tuple(sorted(ACTIVATIONS)))
+        _require(self.width >= 1, "model.width", self.width, "an integer >= 1")
+
+
+@dataclass
+class DynamicsConfig:
+    T: float = 1e-3
+    sigma: float = 1.0
+    sigma0: float = 1.0
+    t_max: Optional[float] = None  # unset: 25 σ²/T, deep into the NNGP equilibrium
+    scheme: str = "langevin"  # langevin (exact prior part), euler (plain Euler–Maruyama), mpl
+    dt: float = 0.01
+    lam: float = 100.0
+
+    def __post_init__(self):
+        for key in ("T", "sigma", "sigma0", "dt", "lam"):
+            _positive(f"dynamics.{key}", getattr(self, key))
+        _positive("dynamics.t_max", self.t_max, allow_none=True)
+        _choice("dynamics.scheme", self.scheme, ("langevin", "euler", "mpl"))
+
+    @property
+    def gamma(self) -> float:
+        return self.T / self.sigma ** 2
+
+    @property
+    def t_end(self) -> float:
+        return self.t_max if self.t_max is not None else 25.0 / self.gamma
+
+
+@dataclass
+class ProtocolConfig:
+    t0: Optional[float] = None  # time of the freeze; unset: no drift phase
+    t_drift: Optional[float] = None  # unset: 25 σ²/T
+    freeze: str = "readout"  # readout (SPEC §6) or none (control: every weight drifts)
+
+    def __post_init__(self):
+        _require(self.t0 is None or (math.isfinite(self.t0) and self.t0 >= 0), "protocol.t0", self.t0,
+                 "unset (no drift phase) or a time >= 0 within the learning run")
+        _positive("protocol.t_drift", self.t_drift, allow_none=True)
+        _choice("protocol.freeze", self.freeze, ("readout", "none"))
+
+
+@dataclass
+class SimConfig:
+    ensemble: int = 64
+    dtype: str = "float32"
+    antithetic: bool = False  # pairs of networks that differ by the sign of the readout
+    activity_units: int = 0  # hidden units of the last layer snapshotted per network (0: none)
+
+    def __post_init__(self):
+        _require(self.ensemble >= 1, "sim.ensemble", self.ensemble, "an integer >= 1")
+        _choice("sim.dtype", self.dtype, ("float32", "float64"))
+        _require(not self.antithetic or self.ensemble % 2 == 0, "sim.ensemble", self.ensemble,
+                 "an even number when sim.antithetic=true")
+        _require(self.activity_units >= 0, "sim.activity_units", self.activity_units, "an integer >= 0")
+
+
+@dataclass
+class RecordConfig:
+    n_times: int = 40  # recorded times per phase, log-spaced, plus t = 0
+    hist_bins: int = 40
+
+    def __post_init__(self):
+        _require(self.n_times >= 2, "record.n_times", self.n_times, "an integer >= 2")
+        _require(self.hist_bins >= 2, "record.hist_bins", self.hist_bins, "an integer >= 2")
+
+
+@dataclass
+class TheoryConfig:
+    tol: float = 1e-4  # target accuracy of the Volterra solution
+
+    def __post_init__(self):
+        _require(0 < self.tol < 1, "theory.tol", self.tol, "a number in (0, 1)")
+
+
+@dataclass
+class DecodeConfig:
+    cv_folds: int = 5
+
+    def __post_init__(self):
+        _require(self.cv_folds >= 2, "decode.cv_folds", self.cv_folds, "an integer >= 2")
+
+
+@dataclass
+class DriftsimConfig:
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"task": "mnist"}])
+    task: Any = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    theory: TheoryConfig = field(default_factory=TheoryConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    mode: str = "theory"
+    seed: int = 0
+    device: str = "auto"
+    out: Optional[str] = None
+
+    def __post_init__(self):
+        _choice("mode", self.mode, ("theory", "sim", "both"))
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        t0 = self.protocol.t0
+        _require(t0 is None or t0 <= self.dynamics.t_end, "protocol.t0", t0,
+                 f"a time within the learning run [0, dynamics.t_max={self.dynamics.t_end:g}]")
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra; conf/*.yaml files extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="driftsim_schema", node=DriftsimConfig)
+    cs.store(group="task", name="synthetic_schema", node=SyntheticTaskConfig)
+    cs.store(group="task", name="image_pair_schema", node=ImagePairTaskConfig)

@@ -1,0 +1,58 @@
+"""Ornstein–Uhlenbeck statistics of the weights under decay and noise alone (SPEC §2)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["Prior", "check_positive"]
+
+
+def check_positive(name: str, value: float) -> float:
+    """Return float(value) or raise a ValueError naming the parameter, its value and what is allowed."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be a positive finite number") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name}={value!r} must be a positive finite number (> 0)")
+    return v
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Weight statistics of the Langevin dynamics with the loss removed.
+
+    T: temperature (noise), sigma: prior std (regularisation), sigma0: initialisation std.
+    Every weight follows dθ = −γ θ dt + √(2T) dB with γ = T/σ² and θ(0) ~ N(0, σ0²).
+    """
+
+    T: float
+    sigma: float
+    sigma0: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "T", check_positive("dynamics.T", self.T))
+        object.__setattr__(self, "sigma", check_positive("dynamics.sigma", self.sigma))
+        object.__setattr__(self, "sigma0", check_positive("dynamics.sigma0", self.sigma0))
+
+    @property
+    def gamma(self) -> float:
+        """γ = T/σ², the decay rate of the weights (SPEC §1.4)."""
+        return self.T / self.sigma ** 2
+
+    def cov(self, t: Tensor, s: Tensor) -> Tensor:
+        """SPEC §2: C(t,s) = σ² e^(−γ|t−s|) + (σ0² − σ²) e^(−γ(t+s)); broadcast shape of t and s."""
+        g = self.gamma
+        return self.sigma ** 2 * torch.exp(-g * (t - s).abs()) + (self.sigma0 ** 2 - self.sigma ** 2) * torch.exp(-g * (t + s))
+
+    def var(self, t: Tensor) -> Tensor:
+        """SPEC §2: C(t,t) = σ² + (σ0² − σ²) e^(−2γt)."""
+        return self.sigma ** 2 + (self.sigma0 ** 2 - self.sigma ** 2) * torch.exp(-2 * self.gamma * t)
+
+    def transition(self, theta: Tensor, dt: float, noise: Tensor) -> Tensor:
+        """SPEC §2 exact transition: θ(t+dt) = e^(−γdt) θ(t) + √(σ²(1 − e^(−2γdt))) ξ, ξ = ``noise``."""
+        decay = math.exp(-self.gamma * dt)
+        return decay * theta + math.sqrt(self.sigma ** 2 * (1 - decay * decay)) * noise

@@ -1,0 +1,25 @@
+"""Recorded times, shared by theory and simulation so that both log the same instants."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["record_times"]
+
+
+def record_times(t_end: float, n: int, t_first: float | None = None) -> Tensor:
+    """t = 0 followed by n log-spaced times from t_first to t_end (float64, shape [n + 1]).
+
+    t_first defaults to min(1e-2, t_end·1e-6): early enough to see the gradient phase start.
+    """
+    if not (math.isfinite(t_end) and t_end > 0):
+        raise ValueError(f"t_end={t_end!r} must be a positive finite time")
+    if n < 1:
+        raise ValueError(f"n={n!r} recorded times must be >= 1")
+    t_first = min(1e-2, t_end * 1e-6) if t_first is None else t_first
+    if not 0 < t_first <= t_end:
+        raise ValueError(f"t_first={t_first!r} must lie in (0, t_end={t_end!r}]")
+    logs = torch.linspace(math.log10(t_first), math.log10(t_end), n, dtype=torch.float64)
+    return torch.cat([torch.zeros(1, dtype=torch.float64), 10.0 ** logs])
