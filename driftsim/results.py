@@ -1,0 +1,70 @@
+"""Result objects that theory and simulation hand to decoding, storage and plots (DESIGN.md HDF5 layout).
+
+Shapes: n recorded times, P training points, Q test points, E networks. Times of the drift phase are
+times since the freeze, t − t0. Tensors are float64 for theory; simulations keep their dtype.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from torch import Tensor
+
+__all__ = ["TheoryLearn", "TheoryDrift", "Equilibrium", "TheoryResult", "SimPhase", "SimResult"]
+
+
+@dataclass
+class TheoryLearn:
+    """SPEC §5: mean predictor over the learning run, with the NTK theory (§5.2) on the same times."""
+    t: Tensor  # [n]
+    f_train: Tensor  # [n, P]
+    f_test: Tensor  # [n, Q]
+    f_ntk_train: Tensor  # [n, P]
+    f_ntk_test: Tensor  # [n, Q]
+
+
+@dataclass
+class Equilibrium:
+    """SPEC §5.3: NNGP posterior mean with noise variance T (or any t → ∞ limit)."""
+    f_train: Tensor  # [P]
+    f_test: Tensor  # [Q]
+
+
+@dataclass
+class TheoryDrift:
+    """SPEC §6: frozen-readout mean predictor after t0 and its decorrelated limit (§6.4)."""
+    t0: float
+    t: Tensor  # [m], time since the freeze
+    f_train: Tensor  # [m, P]
+    f_test: Tensor  # [m, Q]
+    f_inf_train: Tensor  # [P]
+    f_inf_test: Tensor  # [Q]
+
+
+@dataclass
+class TheoryResult:
+    learn: TheoryLearn
+    nngp: Equilibrium
+    ntk: Equilibrium  # NTK equilibrium k_ntk K_ntk⁻¹ Y
+    kernel_nngp: Tensor  # [P+Q, P+Q], training points first
+    kernel_ntk: Tensor  # [P+Q, P+Q]
+    drift: Optional[TheoryDrift] = None
+    grid_size: int = 0  # Volterra grid points used (diagnostic)
+
+
+@dataclass
+class SimPhase:
+    """Each network's predictor at the recorded times of one phase (SPEC §8)."""
+    t: Tensor  # [n]; for the drift phase, time since the freeze
+    f_train: Tensor  # [n, E, P]
+    f_test: Tensor  # [n, E, Q]
+    activity_train: Optional[Tensor] = None  # [n, E, P, units], last hidden layer φ(h_L), if recorded
+    activity_test: Optional[Tensor] = None  # [n, E, Q, units]
+
+
+@dataclass
+class SimResult:
+    learn: SimPhase
+    drift: Optional[SimPhase] = None
+    t0: Optional[float] = None
+    info: dict = field(default_factory=dict)  # scheme, dt, steps, wall time ...
