@@ -60,7 +60,8 @@ class ImagePairTaskConfig:
         _require(len(self.classes) == 2 and self.classes[0] != self.classes[1], "task.classes", self.classes,
                  "two different class labels, e.g. [0,1]")
         _require(self.n_per_class >= 1, "task.n_per_class", self.n_per_class, "an integer >= 1")
-        _require(self.n_test >= 0, "task.n_test", self.n_test, "an integer >= 0")
+        _require(self.n_test >= 0 and self.n_test % 2 == 0, "task.n_test", self.n_test,
+                 "an even integer >= 0 (half per class)")
         _choice("task.normalize", self.normalize, ("global", "per_example", "none"))
 
 
