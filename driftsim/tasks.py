@@ -155,8 +155,9 @@ def _image_pair_task(cfg: ImagePairTaskConfig, train: ImageSet, test: ImageSet, 
     x_train, x_test = _normalise(x_train, x_test, cfg.normalize)
     labels = np.array([1.0, -1.0])
     source = train.source if same_split else f"{train.source}; test: {test.source}"
-    return Task(name=cfg.name, x_train=torch.from_numpy(x_train), y_train=torch.from_numpy(labels.repeat(cfg.n_per_class)),
-                x_test=torch.from_numpy(x_test), y_test=torch.from_numpy(labels.repeat(per_class_test)),
+    return Task(name=cfg.name, x_train=torch.from_numpy(x_train),
+                y_train=torch.from_numpy(labels.repeat(cfg.n_per_class)), x_test=torch.from_numpy(x_test),
+                y_test=torch.from_numpy(labels.repeat(per_class_test)),
                 classes=classes, train_indices=train_indices, test_indices=test_indices, source=source)
 
 

@@ -51,7 +51,7 @@ def write_cifar(folder: Path, n_per_batch: int = 20) -> dict:
     arrays = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(1, 256, size=(n_per_batch, 3072)).astype(np.uint8)
-        labels = list(rng.permutation(np.arange(n_per_batch) % 10).tolist())
+        labels = rng.permutation(np.arange(n_per_batch) % 10).tolist()
         batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
                  b"filenames": [b"x.png"] * n_per_batch}
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
