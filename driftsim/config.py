@@ -10,9 +10,27 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 __all__ = ["SyntheticTaskConfig", "ImagePairTaskConfig", "ModelConfig", "DynamicsConfig", "ProtocolConfig",
-           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "DriftsimConfig", "register_configs"]
+           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "DriftsimConfig", "register_configs",
+           "equilibrium_time"]
+
+EQUILIBRIUM_RELAXATIONS = 25.0  # 25 relaxation times 1/γ: e^(−25) ≈ 1e-11, the NNGP equilibrium for all purposes
+
+
+def equilibrium_time(T: float, sigma: float) -> float:
+    """25 σ²/T: the default length of the learning run and of the drift phase (SPEC §2, §5.3)."""
+    return EQUILIBRIUM_RELAXATIONS / (T / sigma ** 2)
+
+
+def _end_of_learning(T: float, sigma: float, t_max: Optional[float]) -> float:
+    """Resolver ``${driftsim.t_end:T,sigma,t_max}``: dynamics.t_max, or 25 σ²/T when it is unset.
+
+    conf/config.yaml freezes the readout there by default, so the default run has a drift phase
+    whatever T and σ the user picks.
+    """
+    return float(t_max) if t_max is not None else equilibrium_time(float(T), float(sigma))
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -100,7 +118,7 @@ class DynamicsConfig:
 
     @property
     def t_end(self) -> float:
-        return self.t_max if self.t_max is not None else 25.0 / self.gamma
+        return _end_of_learning(self.T, self.sigma, self.t_max)
 
 
 @dataclass
@@ -151,10 +169,13 @@ class TheoryConfig:
 
 @dataclass
 class DecodeConfig:
-    cv_folds: int = 5
+    cv_folds: int = 5  # stratified folds of every cross-validated accuracy (fewer when a class is smaller)
+    population_networks: int = 8  # simulated networks whose hidden activity is decoded (cost grows with it)
 
     def __post_init__(self):
         _require(self.cv_folds >= 2, "decode.cv_folds", self.cv_folds, "an integer >= 2")
+        _require(self.population_networks >= 1, "decode.population_networks", self.population_networks,
+                 "an integer >= 1")
 
 
 @dataclass
@@ -172,6 +193,7 @@ class DriftsimConfig:
     seed: int = 0
     device: str = "auto"
     out: Optional[str] = None
+    overwrite: bool = False  # false: a complete file of the same config is kept (a rerun sweep skips it)
 
     def __post_init__(self):
         _choice("mode", self.mode, ("theory", "sim", "both"))
@@ -180,9 +202,19 @@ class DriftsimConfig:
         _require(t0 is None or t0 <= self.dynamics.t_end, "protocol.t0", t0,
                  f"a time within the learning run [0, dynamics.t_max={self.dynamics.t_end:g}]")
 
+    @property
+    def t_drift(self) -> Optional[float]:
+        """Length of the drift phase: protocol.t_drift, or 25 σ²/T; None without a freeze (protocol.t0 unset)."""
+        if self.protocol.t0 is None:
+            return None
+        d = self.dynamics
+        return self.protocol.t_drift if self.protocol.t_drift is not None else equilibrium_time(d.T, d.sigma)
+
 
 def register_configs() -> None:
-    """Register the schemas with Hydra; conf/*.yaml files extend them."""
+    """Register the schemas and the ``driftsim.t_end`` resolver with Hydra; conf/*.yaml files extend them."""
+    if not OmegaConf.has_resolver("driftsim.t_end"):
+        OmegaConf.register_new_resolver("driftsim.t_end", _end_of_learning)
     cs = ConfigStore.instance()
     cs.store(name="driftsim_schema", node=DriftsimConfig)
     cs.store(group="task", name="synthetic_schema", node=SyntheticTaskConfig)

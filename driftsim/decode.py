@@ -1,0 +1,191 @@
+"""How much task information the predictor and the hidden representation keep over time (DESIGN.md
+``decode.py``; SPEC §6 drift with a frozen readout, §9 finding 5).
+
+Per recorded time of a phase, on the P training examples:
+
+- **Histograms** of the predictor per class (``counts [n, 2, B]``, class y = +1 first, i.e. the first of
+  ``task.classes``), with bin edges ``[B+1]`` shared by every time and both classes of the phase.
+  Theory: the mean predictor f̄(x_μ) (P values per time); simulation: every network's f_e(x_μ) (E·P).
+- **accuracy** ``[n]``: a cross-validated linear classifier (:class:`LinearDecoder`) that reads the
+  predictor value of one example and guesses its class. Theory: the mean predictor. Simulation: one
+  network's output, the classifier pooled over networks — what a downstream reader of a single
+  network could do; the folds split *examples*, so a test example is unseen by every network.
+- **accuracy_population** ``[n]`` (simulation): the same classifier on the E outputs of the ensemble
+  as features of an example — the information left in the whole ensemble.
+- **accuracy_inf** (theory, drift): the accuracy on the decorrelated limit f̄_fr(x, ∞) (SPEC §6.4).
+- **population_fixed / population_retrained** ``[m]`` (simulation, drift, when hidden activity was
+  recorded): a decoder on the last hidden layer's activity of one network, trained at the freeze
+  (drift time 0) and kept fixed, against one retrained at every time; both cross-validated with the
+  same folds and averaged over ``decode.population_networks`` networks. Fixed falls as the code
+  drifts; retrained stays up while the information is still there.
+
+The classifiers standardise their inputs: during drift the predictor shrinks by orders of magnitude
+(e^(−γτ) for odd φ), and a scale-free reader separates "information gone" from "signal small".
+With k = min(decode.cv_folds, smallest class) stratified folds; k < 2 gives NaN.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["LinearDecoder", "PhaseDecoding", "class_histograms", "folds", "cv_accuracy", "population_accuracy",
+           "decode_theory", "decode_sim"]
+
+
+class LinearDecoder(ClassifierMixin, BaseEstimator):
+    """Standardised logistic regression: a linear reader of predictor values or hidden activity.
+
+    A scikit-learn classifier (``clone``, ``Pipeline``, ``cross_val_score`` and grid searches work);
+    ``C`` is the inverse L2 strength of :class:`~sklearn.linear_model.LogisticRegression`.
+    Fitted attributes: ``classes_``, ``n_features_in_``, ``n_iter_``, ``pipeline_``.
+    """
+
+    def __init__(self, C: float = 1.0, max_iter: int = 1000):
+        self.C = C
+        self.max_iter = max_iter
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        self.pipeline_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter))
+        self.pipeline_.fit(X, y)
+        self.n_iter_ = self.pipeline_[-1].n_iter_
+        return self
+
+    def decision_function(self, X):
+        check_is_fitted(self)
+        return self.pipeline_.decision_function(validate_data(self, X, reset=False))
+
+    def predict_proba(self, X):
+        check_is_fitted(self)
+        return self.pipeline_.predict_proba(validate_data(self, X, reset=False))
+
+    def predict(self, X):
+        check_is_fitted(self)
+        return self.pipeline_.predict(validate_data(self, X, reset=False))
+
+
+@dataclass
+class PhaseDecoding:
+    """Decoding of one phase of one source: ``/decode/<source>/<phase>/*`` and ``/hist/<source>/<phase>/*``."""
+    accuracy: np.ndarray  # [n]
+    counts: np.ndarray  # [n, 2, B]
+    edges: np.ndarray  # [B+1]
+    accuracy_population: Optional[np.ndarray] = None  # [n], simulation
+    accuracy_inf: Optional[float] = None  # theory, drift
+    population_fixed: Optional[np.ndarray] = None  # [m], simulation, drift, with activity
+    population_retrained: Optional[np.ndarray] = None  # [m]
+
+
+def class_histograms(f: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counts [n, 2, B] of the predictor per class (y = +1, then y = −1) and the shared edges [B+1].
+
+    f: [n, P] (mean predictor) or [n, E, P] (every network); y: [P] labels ±1.
+    """
+    f = np.asarray(f, dtype=np.float64)
+    values = f.reshape(f.shape[0], -1, f.shape[-1])  # [n, E or 1, P]
+    edges = np.histogram_bin_edges(values, bins=bins)  # a constant predictor still gets a valid range
+    counts = np.stack([np.stack([np.histogram(v[:, y == c], bins=edges)[0] for c in (1, -1)]) for v in values])
+    return counts.astype(np.int64), edges
+
+
+def folds(y: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (train, test) example indices; k = min(n_folds, smallest class) folds, [] if k < 2."""
+    k = min(n_folds, int(np.unique(y, return_counts=True)[1].min()))
+    if k < 2:
+        return []
+    # deterministic folds: every time and every decoder of a run sees the same split
+    return list(StratifiedKFold(n_splits=k).split(np.zeros((len(y), 1)), y))
+
+
+def cv_accuracy(X: np.ndarray, y: np.ndarray, splits: list) -> float:
+    """Cross-validated accuracy of a :class:`LinearDecoder` on X [P, features] or [P, E, features].
+
+    With a network axis the samples are (example, network) pairs, pooled, and the splits of examples
+    keep all networks of an example on the same side. NaN without splits.
+    """
+    if not splits:
+        return float("nan")
+    X = np.asarray(X, dtype=np.float64)
+    X = X.reshape(X.shape[0], -1, X.shape[-1])  # [P, E or 1, features]
+    E = X.shape[1]
+    scores = []
+    for train, test in splits:
+        clf = LinearDecoder().fit(X[train].reshape(-1, X.shape[-1]), np.repeat(y[train], E))
+        scores.append(clf.score(X[test].reshape(-1, X.shape[-1]), np.repeat(y[test], E)))
+    return float(np.mean(scores))
+
+
+def population_accuracy(activity: np.ndarray, y: np.ndarray, splits: list) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed vs retrained decoders on one network's hidden activity [m, P, units] after the freeze.
+
+    Returns (fixed [m], retrained [m]): fixed is trained at drift time 0 on each fold's training
+    examples and tested at every time on the held-out ones; retrained is refit at every time.
+    """
+    m = activity.shape[0]
+    if not splits:
+        return np.full(m, np.nan), np.full(m, np.nan)
+    fixed, retrained = np.zeros(m), np.zeros(m)
+    for train, test in splits:
+        at_freeze = LinearDecoder().fit(activity[0, train], y[train])
+        for i in range(m):
+            fixed[i] += at_freeze.score(activity[i, test], y[test])
+            retrained[i] += LinearDecoder().fit(activity[i, train], y[train]).score(activity[i, test], y[test])
+    return fixed / len(splits), retrained / len(splits)
+
+
+def _predictor_decoding(f: np.ndarray, y: np.ndarray, splits: list, bins: int) -> PhaseDecoding:
+    """Histograms and accuracy of a predictor f [n, P] (theory) or [n, E, P] (simulation)."""
+    f = np.asarray(f, dtype=np.float64)
+    counts, edges = class_histograms(f, y, bins)
+    # [n, P, E or 1, 1]: one scalar feature per (example, network)
+    per_example = np.moveaxis(f.reshape(f.shape[0], -1, f.shape[-1]), 2, 1)[..., None]
+    accuracy = np.array([cv_accuracy(x, y, splits) for x in per_example])
+    return PhaseDecoding(accuracy=accuracy, counts=counts, edges=edges)
+
+
+def decode_theory(result, y_train, *, cv_folds: int = 5, bins: int = 40) -> dict[str, PhaseDecoding]:
+    """Decode a :class:`~driftsim.results.TheoryResult`'s mean predictor: {"learn": ..., "drift": ...}."""
+    y = np.asarray(y_train)
+    splits = folds(y, cv_folds)
+    out = {"learn": _predictor_decoding(result.learn.f_train.cpu().numpy(), y, splits, bins)}
+    if result.drift is not None:
+        drift = _predictor_decoding(result.drift.f_train.cpu().numpy(), y, splits, bins)
+        drift.accuracy_inf = cv_accuracy(result.drift.f_inf_train.cpu().numpy()[:, None], y, splits)
+        out["drift"] = drift
+    return out
+
+
+def decode_sim(result, y_train, *, cv_folds: int = 5, bins: int = 40,
+               population_networks: int = 8) -> dict[str, PhaseDecoding]:
+    """Decode a :class:`~driftsim.results.SimResult`: every network's predictor, the ensemble's outputs
+    as a population, and (drift phase, when recorded) the hidden activity of the first
+    ``population_networks`` networks."""
+    y = np.asarray(y_train)
+    splits = folds(y, cv_folds)
+    out = {}
+    for name in ("learn", "drift"):
+        phase = getattr(result, name)
+        if phase is None:
+            continue
+        f = phase.f_train.detach().cpu().double().numpy()  # [n, E, P]
+        dec = _predictor_decoding(f, y, splits, bins)
+        dec.accuracy_population = np.array([cv_accuracy(fi.T, y, splits) for fi in f])
+        if name == "drift" and phase.activity_train is not None:
+            act = phase.activity_train.detach().cpu().double().numpy()  # [m, E, P, units]
+            per_net = [population_accuracy(act[:, e], y, splits)
+                       for e in range(min(population_networks, act.shape[1]))]
+            dec.population_fixed = np.mean([p[0] for p in per_net], axis=0)
+            dec.population_retrained = np.mean([p[1] for p in per_net], axis=0)
+        out[name] = dec
+    return out

@@ -1,0 +1,395 @@
+"""The HDF5 run file, schema ``driftsim/1`` (DESIGN.md "HDF5 layout"): write atomically, read, validate,
+gather a sweep into one table.
+
+One file per run. P training points, Q test points, N0 input dimension, E networks, n and m recorded
+times of the learning and drift phases (t = 0 included), B histogram bins, U recorded hidden units.
+Times are in the units of SPEC.md §1.4; drift times are times since the freeze, t − t0.
+Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths are unchanged)::
+
+    /                          attrs: schema = "driftsim/1", driftsim_version, config (resolved YAML of
+                               the run's Hydra config), seed, created (ISO 8601, UTC),
+                               versions (+, JSON: python, numpy, torch, h5py, hydra)
+    /task/x_train [P,N0], y_train [P], x_test [Q,N0], y_test [Q]
+                               attrs: name, classes, indices (training examples' indices in the source
+                               set), test_indices (+), source (+, where the data came from)
+    -- mode theory or both --
+    /theory                    attrs: grid_size (+, Volterra grid points)
+    /theory/learn/t [n], f_train [n,P], f_test [n,Q], f_ntk_test [n,Q], f_ntk_train (+) [n,P]
+    /theory/nngp/f_train [P], f_test [Q]     NNGP equilibrium, posterior mean with noise variance T
+    /theory/ntk/f_train (+) [P], f_test (+) [Q]   NTK equilibrium k_ntk K_ntk⁻¹ Y
+    /theory/kernels/nngp [P+Q,P+Q], ntk [P+Q,P+Q]   training points first
+    /theory/drift/t [m], f_train [m,P], f_test [m,Q], f_inf_train [P], f_inf_test [Q]; attrs: t0
+    /decode/theory/<phase>/accuracy [n or m]; drift also accuracy_inf (+) [] (decorrelated limit)
+    /hist/theory/<phase>/counts [n or m, 2, B], edges [B+1]
+    -- mode sim or both --
+    /sim                       attrs: info (+, JSON: scheme, dt, steps, wall time ...)
+    /sim/learn/t [n], f_train [n,E,P], f_test [n,E,Q]
+    /sim/drift/t [m], f_train [m,E,P], f_test [m,E,Q]; attrs: t0
+    /sim/activity/<phase>/train [n or m, E, P, U], test [n or m, E, Q, U]   when sim.activity_units > 0
+    /decode/sim/<phase>/accuracy [n or m], accuracy_population (+) [n or m];
+                               drift with activity: population_fixed (+) [m], population_retrained (+) [m]
+    /hist/sim/<phase>/counts [n or m, 2, B], edges [B+1]
+
+<phase> is ``learn``, and ``drift`` when protocol.t0 is set. Histogram counts are per class, y = +1 (the
+first of task.classes) then y = −1; driftsim.decode says what every accuracy measures. Arrays with a
+time axis are chunked along it; arrays are gzip-compressed with the shuffle filter.
+
+A run is written to ``.<name>.partial`` in the target's folder and renamed onto the final name
+(``os.replace``) only once complete and synced, so a crash or a kill never leaves a half-written file
+under the final name; the next run overwrites the leftover.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import h5py
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from . import __version__
+
+__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "read_run", "is_complete", "collect"]
+
+SCHEMA = "driftsim/1"
+_CHUNK_BYTES = 1 << 18  # ~256 KiB chunks: whole small arrays, a few time slices of large ones
+
+PathLike = Union[str, os.PathLike]
+
+
+class StoreError(ValueError):
+    """A file that is not a complete driftsim run of schema ``driftsim/1``."""
+
+
+def required_paths(mode: str, drift: bool) -> list[str]:
+    """The datasets a complete run of ``mode`` (theory, sim, both) holds, with or without a drift phase."""
+    paths = [f"/task/{k}" for k in ("x_train", "y_train", "x_test", "y_test")]
+    phases = ("learn", "drift") if drift else ("learn",)
+    sources = {"theory": ("theory",), "sim": ("sim",), "both": ("theory", "sim")}[mode]
+    if "theory" in sources:
+        paths += [f"/theory/learn/{k}" for k in ("t", "f_train", "f_test", "f_ntk_test")]
+        paths += ["/theory/nngp/f_train", "/theory/nngp/f_test", "/theory/kernels/nngp", "/theory/kernels/ntk"]
+        if drift:
+            paths += [f"/theory/drift/{k}" for k in ("t", "f_train", "f_test", "f_inf_train", "f_inf_test")]
+    if "sim" in sources:
+        paths += [f"/sim/{p}/{k}" for p in phases for k in ("t", "f_train", "f_test")]
+    for source in sources:
+        for p in phases:
+            paths += [f"/decode/{source}/{p}/accuracy", f"/hist/{source}/{p}/counts", f"/hist/{source}/{p}/edges"]
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def _put(group: h5py.Group, name: str, value, timed: bool = False) -> None:
+    """Store one array; ``timed``: its first axis is time, chunk along it."""
+    a = _numpy(value)
+    if a.ndim == 0:
+        group.create_dataset(name, data=a)
+        return
+    chunks = True
+    if timed and a.size:
+        row = max(1, a[0].nbytes)
+        chunks = (int(np.clip(_CHUNK_BYTES // row, 1, a.shape[0])),) + a.shape[1:]
+    group.create_dataset(name, data=a, chunks=chunks if a.size else None, compression="gzip" if a.size else None,
+                         compression_opts=4 if a.size else None, shuffle=bool(a.size))
+
+
+def _versions() -> str:
+    import hydra
+    import torch
+    return json.dumps({"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+                       "h5py": h5py.__version__, "hydra": hydra.__version__})
+
+
+def _write_task(h5: h5py.File, task) -> None:
+    g = h5.create_group("task")
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        _put(g, k, getattr(task, k))
+    g.attrs["name"] = task.name
+    g.attrs["classes"] = np.asarray(task.classes, dtype=np.int64)
+    g.attrs["indices"] = np.asarray(task.train_indices, dtype=np.int64)
+    g.attrs["test_indices"] = np.asarray(task.test_indices, dtype=np.int64)
+    g.attrs["source"] = str(task.source)
+
+
+def _write_theory(h5: h5py.File, theory) -> None:
+    g = h5.create_group("theory")
+    g.attrs["grid_size"] = int(theory.grid_size)
+    learn = g.create_group("learn")
+    for k in ("t", "f_train", "f_test", "f_ntk_train", "f_ntk_test"):
+        _put(learn, k, getattr(theory.learn, k), timed=True)
+    for name, eq in (("nngp", theory.nngp), ("ntk", theory.ntk)):
+        _put(g.create_group(name), "f_train", eq.f_train)
+        _put(g[name], "f_test", eq.f_test)
+    _put(g.create_group("kernels"), "nngp", theory.kernel_nngp)
+    _put(g["kernels"], "ntk", theory.kernel_ntk)
+    if theory.drift is not None:
+        d = g.create_group("drift")
+        d.attrs["t0"] = float(theory.drift.t0)
+        for k in ("t", "f_train", "f_test"):
+            _put(d, k, getattr(theory.drift, k), timed=True)
+        _put(d, "f_inf_train", theory.drift.f_inf_train)
+        _put(d, "f_inf_test", theory.drift.f_inf_test)
+
+
+def _write_sim(h5: h5py.File, sim) -> None:
+    g = h5.create_group("sim")
+    g.attrs["info"] = json.dumps(sim.info, default=str)
+    for name in ("learn", "drift"):
+        phase = getattr(sim, name)
+        if phase is None:
+            continue
+        p = g.create_group(name)
+        if name == "drift":
+            p.attrs["t0"] = float(sim.t0)
+        for k in ("t", "f_train", "f_test"):
+            _put(p, k, getattr(phase, k), timed=True)
+        if phase.activity_train is not None:
+            a = g.require_group("activity").create_group(name)
+            _put(a, "train", phase.activity_train, timed=True)
+            _put(a, "test", phase.activity_test, timed=True)
+
+
+def _write_decoding(h5: h5py.File, decoding: dict) -> None:
+    for (source, phase), dec in decoding.items():
+        d = h5.require_group(f"decode/{source}/{phase}")
+        for f in fields(dec):
+            value = getattr(dec, f.name)
+            if f.name not in ("counts", "edges") and value is not None:
+                _put(d, f.name, np.asarray(value, dtype=np.float64), timed=True)
+        h = h5.require_group(f"hist/{source}/{phase}")
+        _put(h, "counts", dec.counts, timed=True)
+        _put(h, "edges", dec.edges)
+
+
+def write_run(path: PathLike, *, config: str, seed: int, task, theory=None, sim=None,
+              decoding: Optional[dict] = None) -> Path:
+    """Write one run atomically to ``path`` (schema driftsim/1, layout in the module docstring).
+
+    config: the resolved YAML of the run's config; task: a ``driftsim.tasks.Task``; theory: a
+    ``TheoryResult``; sim: a ``SimResult``; decoding: {(source, phase): ``decode.PhaseDecoding``}.
+    Returns the final path.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".{final.name}.partial")
+    try:
+        with h5py.File(partial, "w") as h5:
+            h5.attrs["schema"] = SCHEMA
+            h5.attrs["driftsim_version"] = __version__
+            h5.attrs["config"] = config
+            h5.attrs["seed"] = int(seed)
+            h5.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            h5.attrs["versions"] = _versions()
+            _write_task(h5, task)
+            if theory is not None:
+                _write_theory(h5, theory)
+            if sim is not None:
+                _write_sim(h5, sim)
+            _write_decoding(h5, decoding or {})
+        with open(partial, "rb+") as fh:  # on disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        os.replace(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return final
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+@dataclass
+class Run:
+    """A validated run file in memory. ``run["/theory/learn/f_test"]`` is a numpy array; ``attrs`` maps
+    a path ("/" for the root) to its attributes; ``config`` is the run's config as nested dicts."""
+    path: Path
+    config: dict
+    arrays: dict
+    attrs: dict
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays["/" + key.lstrip("/")]
+
+    def __contains__(self, key: str) -> bool:
+        return "/" + key.lstrip("/") in self.arrays
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return ("learn", "drift") if self.config["protocol"]["t0"] is not None else ("learn",)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return {"theory": ("theory",), "sim": ("sim",), "both": ("theory", "sim")}[self.config["mode"]]
+
+
+def _check_header(h5: h5py.File, path: Path) -> dict:
+    schema = h5.attrs.get("schema")
+    if schema is None:
+        raise StoreError(f"{path} is an HDF5 file but not a driftsim run: it has no root attribute 'schema' "
+                         f"(expected {SCHEMA!r}); it holds {sorted(h5)[:8]}")
+    if schema != SCHEMA:
+        raise StoreError(f"{path} has schema {schema!r}; driftsim {__version__} reads schema {SCHEMA!r} only")
+    try:
+        config = OmegaConf.to_container(OmegaConf.create(str(h5.attrs["config"])))
+        mode, t0 = config["mode"], config["protocol"]["t0"]
+    except Exception as e:  # a missing or unparsable config is a damaged file
+        raise StoreError(f"{path}: root attribute 'config' is missing or not a driftsim config ({e})") from e
+    missing = [p for p in required_paths(mode, t0 is not None) if p not in h5]
+    if missing:
+        raise StoreError(f"{path} is not a complete driftsim run (mode={mode}): missing {missing}")
+    return config
+
+
+def _open(path: PathLike) -> tuple[h5py.File, Path]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such driftsim run file")
+    if not h5py.is_hdf5(path):
+        raise StoreError(f"{path} is not an HDF5 file (corrupt, truncated or another format); a driftsim run "
+                         f"is an HDF5 file of schema {SCHEMA!r}")
+    try:
+        return h5py.File(path, "r"), path
+    except OSError as e:
+        raise StoreError(f"{path} cannot be opened as HDF5 (truncated or corrupt?): {e}") from e
+
+
+def read_run(path: PathLike, activity: bool = False) -> Run:
+    """Read and validate a run file; hidden-activity snapshots (/sim/activity) only with ``activity=True``.
+
+    Raises FileNotFoundError, or :class:`StoreError` for a file that is not HDF5, is truncated, is not a
+    driftsim run, has another schema, or lacks a path its mode requires.
+    """
+    h5, path = _open(path)
+    with h5:
+        config = _check_header(h5, path)
+        arrays, attrs = {}, {"/": dict(h5.attrs)}
+
+        def visit(name, obj):
+            key = "/" + name
+            if obj.attrs:
+                attrs[key] = dict(obj.attrs)
+            if isinstance(obj, h5py.Dataset) and (activity or not key.startswith("/sim/activity")):
+                arrays[key] = obj[()]
+
+        try:
+            h5.visititems(visit)
+        except (OSError, RuntimeError, KeyError) as e:
+            raise StoreError(f"{path}: data cannot be read (truncated or corrupt?): {e}") from e
+    return Run(path=path, config=config, arrays=arrays, attrs=attrs)
+
+
+def is_complete(path: PathLike) -> bool:
+    """True when ``path`` is a readable driftsim/1 run holding every path its mode requires."""
+    try:
+        h5, path = _open(path)
+        with h5:
+            _check_header(h5, path)
+        return True
+    except (FileNotFoundError, StoreError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+
+def _run_files(sources: Union[PathLike, Iterable[PathLike]]) -> list[Path]:
+    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    files = []
+    for item in map(Path, items):
+        files += sorted(item.rglob("*.h5")) if item.is_dir() else [item]
+    if not files:
+        raise FileNotFoundError(f"no driftsim run files (*.h5) in {[str(i) for i in items]}")
+    return files
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[prefix + k] = tuple(v) if isinstance(v, list) else v
+    return flat
+
+
+def _trajectories(run: Run):
+    """(source, phase, t, f_train [n,E,P], f_test [n,E,Q], decode group) per stored trajectory; E = 1 for
+    the theory's mean predictor. Source ``ntk`` is the NTK theory on the learning run's times."""
+    for source in run.sources:
+        for phase in run.phases:
+            g = f"/{source}/{phase}"
+            f_train, f_test = run[f"{g}/f_train"], run[f"{g}/f_test"]
+            if source == "theory":
+                f_train, f_test = f_train[:, None], f_test[:, None]
+            yield source, phase, run[f"{g}/t"], f_train, f_test, f"/decode/{source}/{phase}"
+    if "theory" in run.sources and "/theory/learn/f_ntk_train" in run:
+        yield ("ntk", "learn", run["/theory/learn/t"], run["/theory/learn/f_ntk_train"][:, None],
+               run["/theory/learn/f_ntk_test"][:, None], None)
+
+
+def _headed(head: dict, columns: dict) -> pd.DataFrame:
+    """A block of rows: ``columns`` (arrays) after the run's constant ``head`` columns (tuples kept whole)."""
+    df = pd.DataFrame(columns)
+    for i, (k, v) in enumerate(head.items()):
+        df.insert(i, k, [v] * len(df))
+    return df
+
+
+def collect(sources: Union[PathLike, Iterable[PathLike]], keys: Optional[list[str]] = None,
+            points: bool = False) -> pd.DataFrame:
+    """Gather run files (files, or folders searched recursively for ``*.h5``) into one tidy table.
+
+    Columns: ``file``; the config keys (dotted, e.g. ``dynamics.T``) given in ``keys``, by default those
+    whose values differ between the files (a sweep's swept keys); ``source`` (theory, ntk, sim),
+    ``phase`` (learn, drift), ``t`` (as stored: since the start, or since the freeze) and ``time``
+    (since the start: t0 + t in the drift phase). With ``points=False`` one row per run × source × phase
+    × time, with the mean predictor f̄ (theory; simulation: the ensemble mean) summarised as
+    ``train_mse`` and ``test_mse`` (mean of (f̄ − y)²), ``test_margin`` (mean of y·f̄: on the synthetic
+    task, Q = 1, the test predictor signed by its label), ``test_acc`` (sign(f̄) = y), and the decoders'
+    ``accuracy`` and ``accuracy_population`` (NaN where not defined). With ``points=True`` one row per
+    run × source × phase × time × point: ``split`` (train, test), ``point``, ``y``, ``f`` (mean
+    predictor) and ``f_sd`` (spread over the simulated networks; 0 for theory).
+    """
+    runs = [read_run(f) for f in _run_files(sources)]
+    flat = [_flatten(r.config) for r in runs]
+    if keys is None:
+        all_keys = sorted(set().union(*flat))
+        keys = [k for k in all_keys if len({repr(f.get(k)) for f in flat}) > 1]
+    blocks = []
+    for run, cfg in zip(runs, flat):
+        y = {"train": run["/task/y_train"], "test": run["/task/y_test"]}
+        for source, phase, t, f_train, f_test, dec in _trajectories(run):
+            time = t + (run.attrs[f"/{source}/drift"]["t0"] if phase == "drift" else 0.0)
+            head = {"file": str(run.path), **{k: cfg.get(k) for k in keys}, "source": source, "phase": phase}
+            if points:
+                for split, f in (("train", f_train), ("test", f_test)):
+                    n, _, npts = f.shape
+                    blocks.append(_headed(head, {
+                        "t": np.repeat(t, npts), "time": np.repeat(time, npts), "split": split,
+                        "point": np.tile(np.arange(npts), n), "y": np.tile(y[split], n),
+                        "f": f.mean(axis=1).ravel(), "f_sd": f.std(axis=1).ravel()}))
+                continue
+            mean_train, mean_test = f_train.mean(axis=1), f_test.mean(axis=1)  # [n, P], [n, Q]
+
+            def decoded(name):
+                key = f"{dec}/{name}"
+                return run[key] if dec is not None and key in run else np.full(len(t), np.nan)
+
+            blocks.append(_headed(head, {
+                "t": t, "time": time,
+                "train_mse": ((mean_train - y["train"]) ** 2).mean(axis=1),
+                "test_mse": ((mean_test - y["test"]) ** 2).mean(axis=1),
+                "test_margin": (mean_test * y["test"]).mean(axis=1),
+                "test_acc": (np.sign(mean_test) == y["test"]).mean(axis=1),
+                "accuracy": decoded("accuracy"), "accuracy_population": decoded("accuracy_population")}))
+    return pd.concat(blocks, ignore_index=True)

@@ -1,0 +1,220 @@
+"""The HDF5 store (DESIGN.md "HDF5 layout", driftsim.store): round trip, atomic writes, refusal of
+foreign, corrupt and other-schema files, and the tidy table of a sweep."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from driftsim import store
+from driftsim.config import DriftsimConfig
+from driftsim.decode import decode_sim, decode_theory
+from driftsim.results import Equilibrium, SimPhase, SimResult, TheoryDrift, TheoryLearn, TheoryResult
+
+P, Q, N0, E, U = 6, 3, 8, 5, 4
+TIMES = torch.tensor([0.0, 0.1, 1.0, 10.0], dtype=torch.float64)  # n = m = 4
+
+
+def _config(mode: str, t0, T: float = 1e-3) -> str:
+    cfg = OmegaConf.structured(DriftsimConfig)
+    cfg.mode, cfg.protocol.t0, cfg.dynamics.T = mode, t0, T
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def fake_run(mode: str = "both", t0=5.0, seed: int = 0, activity: bool = True):
+    """Random stand-ins with the shapes theory, simulation and tasks hand to the store."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    y = torch.tensor([1.0, -1.0] * (P // 2), dtype=torch.float64)
+    task = SimpleNamespace(name="synthetic", x_train=r(P, N0), y_train=y, x_test=r(Q, N0),
+                           y_test=torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64), classes=(0, 1),
+                           train_indices=np.arange(P), test_indices=np.arange(Q), source="generated")
+    n = len(TIMES)
+    theory = sim = None
+    if mode in ("theory", "both"):
+        drift = None if t0 is None else TheoryDrift(t0, TIMES, r(n, P), r(n, Q), r(P), r(Q))
+        theory = TheoryResult(learn=TheoryLearn(TIMES, r(n, P), r(n, Q), r(n, P), r(n, Q)),
+                              nngp=Equilibrium(r(P), r(Q)), ntk=Equilibrium(r(P), r(Q)),
+                              kernel_nngp=r(P + Q, P + Q), kernel_ntk=r(P + Q, P + Q), drift=drift, grid_size=17)
+    if mode in ("sim", "both"):
+        def phase():
+            act = (r(n, E, P, U), r(n, E, Q, U)) if activity else (None, None)
+            return SimPhase(TIMES, r(n, E, P).float(), r(n, E, Q).float(), *act)
+        sim = SimResult(learn=phase(), drift=None if t0 is None else phase(), t0=t0, info={"scheme": "langevin"})
+    decoding = {}
+    for source, result, fn in (("theory", theory, decode_theory), ("sim", sim, decode_sim)):
+        if result is not None:
+            decoding.update({(source, p): d for p, d in fn(result, y.numpy(), cv_folds=3, bins=7).items()})
+    return dict(config=_config(mode, t0), seed=seed, task=task, theory=theory, sim=sim, decoding=decoding)
+
+
+@pytest.mark.parametrize("mode,t0", [("theory", None), ("theory", 5.0), ("sim", 5.0), ("both", 5.0)])
+def test_round_trip(tmp_path, mode, t0):
+    run = fake_run(mode, t0)
+    path = store.write_run(tmp_path / "sub" / "run.h5", **run)
+    assert path == tmp_path / "sub" / "run.h5" and store.is_complete(path)
+    assert not list(path.parent.glob(".*partial"))
+    back = store.read_run(path)
+    for p in store.required_paths(mode, t0 is not None):
+        assert p in back, p
+    root = back.attrs["/"]
+    assert root["schema"] == "driftsim/1" and root["seed"] == 0 and root["created"]
+    assert back.config["mode"] == mode and back.config["protocol"]["t0"] == t0
+    assert back.attrs["/task"]["name"] == "synthetic" and list(back.attrs["/task"]["classes"]) == [0, 1]
+    np.testing.assert_array_equal(back.attrs["/task"]["indices"], np.arange(P))
+    np.testing.assert_array_equal(back["/task/x_train"], run["task"].x_train.numpy())
+    if run["theory"] is not None:
+        th = run["theory"]
+        np.testing.assert_array_equal(back["/theory/learn/f_test"], th.learn.f_test.numpy())
+        np.testing.assert_array_equal(back["/theory/kernels/ntk"], th.kernel_ntk.numpy())
+        assert back["/theory/learn/f_ntk_test"].shape == (4, Q) and back["/theory/nngp/f_test"].shape == (Q,)
+        if t0 is not None:
+            assert back.attrs["/theory/drift"]["t0"] == t0 and back["/theory/drift/f_inf_train"].shape == (P,)
+            assert back["/decode/theory/drift/accuracy_inf"].shape == ()
+    if run["sim"] is not None:
+        np.testing.assert_array_equal(back["/sim/drift/f_train"], run["sim"].drift.f_train.numpy())
+        assert back["/sim/learn/f_test"].shape == (4, E, Q)
+        assert "/sim/activity/drift/train" not in back  # snapshots only on request
+        assert store.read_run(path, activity=True)["/sim/activity/drift/train"].shape == (4, E, P, U)
+        assert back["/decode/sim/drift/population_fixed"].shape == (4,)
+    for source in back.sources:
+        for phase in back.phases:
+            assert back[f"/hist/{source}/{phase}/counts"].shape == (4, 2, 7)
+            assert back[f"/hist/{source}/{phase}/edges"].shape == (8,)
+            assert back[f"/decode/{source}/{phase}/accuracy"].shape == (4,)
+
+
+def test_arrays_are_chunked_along_time_and_compressed(tmp_path):
+    path = store.write_run(tmp_path / "run.h5", **fake_run("both"))
+    with h5py.File(path) as h5:
+        for name in ("/theory/learn/f_train", "/sim/drift/f_test", "/hist/sim/learn/counts", "/task/x_train"):
+            assert h5[name].chunks is not None and h5[name].compression == "gzip", name
+        assert h5["/sim/learn/f_train"].chunks[1:] == (E, P)
+
+
+def test_foreign_hdf5_is_refused(tmp_path):
+    path = tmp_path / "foreign.h5"
+    with h5py.File(path, "w") as h5:
+        h5["data"] = np.arange(3)
+    with pytest.raises(store.StoreError, match="not a driftsim run.*schema"):
+        store.read_run(path)
+    assert not store.is_complete(path)
+
+
+def test_other_schema_is_refused(tmp_path):
+    path = store.write_run(tmp_path / "run.h5", **fake_run("theory"))
+    with h5py.File(path, "a") as h5:
+        h5.attrs["schema"] = "driftsim/99"
+    with pytest.raises(store.StoreError, match="schema 'driftsim/99'.*reads schema 'driftsim/1' only"):
+        store.read_run(path)
+
+
+def test_incomplete_run_is_refused(tmp_path):
+    path = store.write_run(tmp_path / "run.h5", **fake_run("both"))
+    with h5py.File(path, "a") as h5:
+        del h5["/sim/drift/f_test"]
+    with pytest.raises(store.StoreError, match=r"not a complete.*/sim/drift/f_test"):
+        store.read_run(path)
+    assert not store.is_complete(path)
+
+
+@pytest.mark.parametrize("content", ["random", "truncated"])
+def test_corrupt_file_is_refused(tmp_path, content):
+    path = tmp_path / "run.h5"
+    if content == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+        match = "not an HDF5 file"
+    else:
+        whole = store.write_run(tmp_path / "whole.h5", **fake_run("both")).read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+        match = "truncated or corrupt"
+    with pytest.raises(store.StoreError, match=match):
+        store.read_run(path)
+    assert not store.is_complete(path)
+    with pytest.raises(FileNotFoundError, match="no such driftsim run file"):
+        store.read_run(tmp_path / "missing.h5")
+
+
+_SLOW_WRITER = textwrap.dedent("""
+    import sys, time, h5py
+    sys.path.insert(0, {tests!r})
+    from test_store import fake_run
+    from driftsim import store
+    original = store._put
+    def slow_put(*args, **kwargs):  # a write that takes long enough to be killed in the middle
+        time.sleep(0.05)
+        original(*args, **kwargs)
+    store._put = slow_put if sys.argv[2] == "slow" else original
+    store.write_run(sys.argv[1], **fake_run("both"))
+""")
+
+
+def test_killed_write_leaves_no_file_and_rerun_completes(tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(_SLOW_WRITER.format(tests=os.path.dirname(__file__)))
+    final = tmp_path / "out" / "run.h5"
+    proc = subprocess.Popen([sys.executable, str(script), str(final), "slow"])
+    partial = final.with_name(".run.h5.partial")
+    deadline = time.time() + 60
+    while not partial.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    assert partial.exists(), "the writer never started its temporary file"
+    time.sleep(0.3)  # well inside the write
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode != 0
+    assert not final.exists()
+    subprocess.run([sys.executable, str(script), str(final), "fast"], check=True, timeout=120)
+    assert store.is_complete(final) and not partial.exists()
+
+
+def test_collect_one_row_per_run_source_phase_and_time(tmp_path):
+    for i, T in enumerate((1e-3, 1e-2)):
+        run = fake_run("both", seed=i)
+        run["config"] = _config("both", 5.0, T=T)
+        store.write_run(tmp_path / f"job{i}" / "driftsim.h5", **run)
+    table = store.collect(tmp_path)
+    n = len(TIMES)
+    # per run: theory learn + drift, ntk learn, sim learn + drift
+    assert len(table) == 2 * 5 * n
+    assert "dynamics.T" in table and "model.depth" not in table  # only the swept key
+    assert set(table["dynamics.T"]) == {1e-3, 1e-2}
+    assert table.groupby(["file", "source", "phase", "t"]).size().eq(1).all()
+    drift = table[(table.source == "theory") & (table.phase == "drift")]
+    np.testing.assert_allclose(drift.time - drift.t, 5.0)
+    assert table.loc[table.source == "ntk", "accuracy"].isna().all()
+    assert table.loc[table.source == "sim", "accuracy_population"].notna().all()
+    row = table[(table.source == "theory") & (table.phase == "learn")].iloc[1]
+    back = store.read_run(row.file)
+    f = back["/theory/learn/f_test"][1]
+    assert row.test_margin == pytest.approx(np.mean(f * back["/task/y_test"]))
+    assert row.test_mse == pytest.approx(np.mean((f - back["/task/y_test"]) ** 2))
+
+    points = store.collect(tmp_path, keys=["task.name"], points=True)
+    assert len(points) == 2 * 5 * n * (P + Q) and set(points["task.name"]) == {None}
+    sim = points[(points.source == "sim") & (points.split == "train")]
+    assert (sim.f_sd > 0).all()
+
+
+def test_collect_refuses_foreign_files(tmp_path):
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5["x"] = 1
+    with pytest.raises(store.StoreError, match="other.h5"):
+        store.collect(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no driftsim run files"):
+        store.collect(tmp_path / "empty")
