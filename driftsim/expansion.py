@@ -1,0 +1,108 @@
+"""Separable expansion of the two-time kernels in sums of exponentials (SPEC §3.2, §6.2, §11).
+
+With ρ = e^(−γ(t−s)) and u = e^(−2γs) (t ≥ s), every weight correlation is a function of (ρ, u):
+C(s,s) = σ² + Δu, C(t,t) = σ² + Δuρ², C(t,s) = ρ C(s,s), Δ = σ0² − σ². Hence
+
+    NDK(t,s)                 = ρ H(ρ, u),      H = K_L + ρ C(s,s) K'_L G_L,
+    frozen kernel (§6.2)     = e^(−γ(t0−s)) H(ρ_ts, u_s).
+
+We write H(ρ, u) = H(0, u) + Σ_k B_k(u) ρ^{α_k} with a fixed ladder of rates α_k (a few integers,
+then log-spaced up to the smallest lag that matters) fitted by least squares in ρ, and Lagrange
+interpolation in u at Chebyshev nodes (a single node when σ0 = σ: then H does not depend on u).
+H(0, u) is the decorrelated mean kernel m_∞(x) m_s(x') (§6.4), kept exact. The expansion turns the
+Volterra history into running sums (``volterra.solve_separable``) and gives the drift phase in closed
+form, while the √τ cusp of relu is represented by the fast rates instead of being under-resolved.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.interpolate import BarycentricInterpolator
+from torch import Tensor
+
+from .kernels import KernelModel
+
+__all__ = ["Expansion", "expand"]
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """H(ρ, u; xa, xb) ≈ Σ_k Σ_m coef[k, m] ρ^{alpha[k]} ℓ_m(u), with alpha[0] = 0 (the mean kernel).
+
+    alpha: [K]; u_nodes: [M]; coef: [K, M, p, q]; fit_error: max |H − fit| on validation lags.
+    """
+    alpha: Tensor
+    u_nodes: Tensor
+    coef: Tensor
+    fit_error: float
+
+    def basis_u(self, u: Tensor) -> Tensor:
+        """ℓ_m(u) for a batch of u: [n] → [n, M] (Lagrange basis at the Chebyshev nodes)."""
+        if self.u_nodes.numel() == 1:
+            return torch.ones(u.shape[0], 1, dtype=u.dtype, device=u.device)
+        interp = BarycentricInterpolator(self.u_nodes.cpu().numpy(), np.eye(self.u_nodes.numel()))
+        return torch.as_tensor(interp(u.cpu().numpy()), dtype=u.dtype, device=u.device)
+
+
+def _rates(gamma: float, tau_min: float, per_decade: int) -> Tensor:
+    """α ladder: 0 (mean kernel), 1..4, then log-spaced from 5 to 1/(γ τ_min)."""
+    top = max(1.0 / (gamma * tau_min), 10.0)
+    n_log = max(2, int(math.ceil(per_decade * math.log10(top / 5.0))))
+    return torch.cat([torch.arange(0, 5, dtype=torch.float64),
+                      torch.logspace(math.log10(5.0), math.log10(top), n_log, dtype=torch.float64)])
+
+
+def _chebyshev_nodes(m: int) -> Tensor:
+    """Chebyshev points of the second kind on [0, 1] (ends included: u = 1 is s = 0)."""
+    k = torch.arange(m, dtype=torch.float64)
+    return 0.5 * (1 - torch.cos(math.pi * k / (m - 1)))
+
+
+def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor) -> Tensor:
+    """H(ρ(τ), u(s)) = K_L + ρ C(s,s) K'_L G_L at times (s + τ, s); τ: [n] → [n, p, q]."""
+    prior = model.prior
+    s_ = torch.full_like(tau, s)
+    tt = model.two_time(s + tau, s_, xa, xb)
+    rho_c = (torch.exp(-prior.gamma * tau) * prior.var(s_))[:, None, None]
+    return tt.k + rho_c * tt.kp * tt.g
+
+
+def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: float,
+           per_decade: int = 6, u_nodes: int = 12) -> Expansion:
+    """Fit the expansion of H (module docstring) for lags up to ``t_span`` resolved down to ``tau_min``.
+
+    xa: [p, N0], xb: [q, N0]; the fit runs in float64 on the CPU and the coefficients move to xa's device.
+    """
+    prior = model.prior
+    gamma = prior.gamma
+    dev, cpu = xa.device, torch.device("cpu")
+    xa_c, xb_c = xa.to(cpu, torch.float64), xb.to(cpu, torch.float64)
+    alpha = _rates(gamma, tau_min, per_decade)
+    stationary = prior.sigma0 == prior.sigma
+    nodes = torch.ones(1, dtype=torch.float64) if stationary else _chebyshev_nodes(u_nodes)
+    lo, hi = math.log10(tau_min / 10), math.log10(max(t_span, 40.0 / gamma))
+    n_fit = 8 * alpha.numel()
+    tau_fit = torch.cat([torch.zeros(1, dtype=torch.float64), torch.logspace(lo, hi, n_fit, dtype=torch.float64)])
+    # validation lags fall between the fitting lags
+    tau_val = torch.logspace(lo + 0.5 * (hi - lo) / n_fit, hi, n_fit - 1, dtype=torch.float64)
+    basis = lambda tau: torch.exp(-gamma * tau[:, None] * alpha[None, 1:])  # noqa: E731  [n, K-1]
+    b_fit, b_val = basis(tau_fit), basis(tau_val)
+    p, q = xa.shape[0], xb.shape[0]
+    coef = torch.empty(alpha.numel(), nodes.numel(), p, q, dtype=torch.float64)
+    err = 0.0
+    for m, u in enumerate(nodes.tolist()):
+        # u = 0 is s = ∞: take the stationary limit at a late time instead
+        s = 0.0 if stationary else (-math.log(u) / (2 * gamma) if u > 0 else 60.0 / gamma)
+        su = torch.full((1,), s, dtype=torch.float64)
+        m_inf = model.last_layer_mean(torch.full((1,), prior.sigma ** 2, dtype=torch.float64), xa_c)[0]
+        h0 = m_inf[:, None] * model.last_layer_mean(prior.var(su), xb_c)[0][None, :]
+        target = (_h_samples(model, tau_fit, s, xa_c, xb_c) - h0).reshape(tau_fit.numel(), -1)
+        sol = torch.linalg.lstsq(b_fit, target, driver="gelsd").solution  # [K-1, p*q]
+        coef[0, m] = h0
+        coef[1:, m] = sol.reshape(-1, p, q)
+        val = (_h_samples(model, tau_val, s, xa_c, xb_c) - h0).reshape(tau_val.numel(), -1)
+        err = max(err, float((b_val @ sol - val).abs().max()))
+    return Expansion(alpha=alpha.to(dev), u_nodes=nodes.to(dev), coef=coef.to(dev), fit_error=err)

@@ -1,0 +1,157 @@
+"""Layer recursions of the infinite-width kernels (SPEC §3), batched over time pairs.
+
+Every kernel is built by one recursion over layers, ``_propagate``, that takes the temporal
+correlation C(t,s) of the weights between the two times and the per-point layer variances at each
+time. The NNGP and NTK are its one-time special cases (C ≡ σ² and C ≡ σ0²); the NDK, the frozen-readout
+kernel and the mean kernel are its two-time uses. Shapes: a batch of B time pairs, p and q points;
+results are [B, p, q] (or [p, q] for one-time kernels), in the dtype and on the device of the inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from .activations import Activation, get_activation
+from .prior import Prior
+
+__all__ = ["KernelModel", "TwoTime", "check_inputs"]
+
+
+def check_inputs(name: str, x: Tensor, dim: int | None = None) -> Tensor:
+    """Raise a ValueError naming ``name`` if x is not a finite 2-D array (with ``dim`` columns)."""
+    if not isinstance(x, Tensor):
+        x = torch.as_tensor(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [points, input_dim]; got shape {tuple(x.shape)}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} has input dimension {x.shape[1]}; expected {dim} to match x_train")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf; allowed: finite values only")
+    return x
+
+
+@dataclass(frozen=True)
+class TwoTime:
+    """Last-layer two-time kernels (SPEC §3.1–3.2), each [B, p, q]: K_L, K'_L and G_L."""
+    k: Tensor
+    kp: Tensor
+    g: Tensor
+
+
+@dataclass(frozen=True)
+class KernelModel:
+    """A deep fully connected architecture (depth L, activation φ) under the weight prior of SPEC §2."""
+
+    activation: Union[str, Activation]
+    depth: int
+    prior: Prior
+
+    def __post_init__(self):
+        object.__setattr__(self, "activation", get_activation(self.activation))
+        if not isinstance(self.depth, int) or self.depth < 1:
+            raise ValueError(f"model.depth={self.depth!r} is not allowed: an integer >= 1")
+
+    # --- per-point layer variances -------------------------------------------------------------
+    def variances(self, c_tt: Tensor, sqnorm: Tensor) -> list[Tensor]:
+        """SPEC §3.1 diagonals: [Q_1(t,t,x,x), ..., Q_L(t,t,x,x)], each [B, p].
+
+        c_tt: [B] the weight variance C(t,t); sqnorm: [p] the values |x|²/N0.
+        """
+        q = c_tt[:, None] * sqnorm[None, :]
+        out = [q]
+        for _ in range(self.depth - 1):
+            q = c_tt[:, None] * self.activation.expect_diag(q)
+            out.append(q)
+        return out
+
+    # --- the one recursion ---------------------------------------------------------------------
+    def _propagate(self, c_ts: Tensor, qa: list[Tensor], qb: list[Tensor], dot: Tensor) -> TwoTime:
+        """SPEC §3.1–3.2: Q_1 = C x.x'/N0, K_l, K'_l from §4, Q_{l+1} = C K_l, G_{l+1} = K_l + C K'_l G_l.
+
+        c_ts: [B] weight correlation between the two times; qa[l]: [B, p], qb[l]: [B, q] layer variances
+        at the first and second time; dot: [p, q] = x.x'/N0.
+        """
+        c = c_ts[:, None, None]
+        cov = c * dot
+        g = dot.expand_as(cov)
+        for layer in range(self.depth):
+            k, kp = self.activation.expect(qa[layer][:, :, None], qb[layer][:, None, :], cov)
+            if layer + 1 < self.depth:
+                g = k + c * kp * g
+                cov = c * k
+        return TwoTime(k=k, kp=kp, g=g)
+
+    def two_time(self, t: Tensor, s: Tensor, xa: Tensor, xb: Tensor) -> TwoTime:
+        """SPEC §3.1–3.2 two-time kernels K_L, K'_L, G_L between (xa at times t) and (xb at times s).
+
+        t, s: [B]; xa: [p, N0]; xb: [q, N0]. Returns [B, p, q] tensors.
+        """
+        n0 = xa.shape[1]
+        dot = xa @ xb.T / n0
+        qa = self.variances(self.prior.var(t), (xa * xa).sum(1) / n0)
+        qb = self.variances(self.prior.var(s), (xb * xb).sum(1) / n0)
+        return self._propagate(self.prior.cov(t, s), qa, qb, dot)
+
+    def ndk(self, t: Tensor, s: Tensor, xa: Tensor, xb: Tensor) -> Tensor:
+        """SPEC §3.2 NDK for t ≥ s: K_d = e^(−γ(t−s)) [K_L + C(t,s) K'_L G_L]; t, s: [B] → [B, p, q]."""
+        tt = self.two_time(t, s, xa, xb)
+        return self.ndk_from(t, s, tt)
+
+    def ndk_from(self, t: Tensor, s: Tensor, tt: TwoTime) -> Tensor:
+        """SPEC §3.2 NDK assembled from already computed two-time kernels."""
+        c = self.prior.cov(t, s)[:, None, None]
+        return torch.exp(-self.prior.gamma * (t - s))[:, None, None] * (tt.k + c * tt.kp * tt.g)
+
+    # --- one-time special cases ----------------------------------------------------------------
+    def _one_time(self, c: float, xa: Tensor, xb: Tensor) -> TwoTime:
+        n0 = xa.shape[1]
+        cc = torch.full((1,), c, dtype=xa.dtype, device=xa.device)
+        qa = self.variances(cc, (xa * xa).sum(1) / n0)
+        qb = self.variances(cc, (xb * xb).sum(1) / n0)
+        tt = self._propagate(cc, qa, qb, xa @ xb.T / n0)
+        return TwoTime(k=tt.k[0], kp=tt.kp[0], g=tt.g[0])
+
+    def nngp(self, xa: Tensor, xb: Tensor) -> Tensor:
+        """SPEC §3.3 NNGP kernel K_gp = σ² K_L with C ≡ σ² in every layer; [p, q]."""
+        s2 = self.prior.sigma ** 2
+        return s2 * self._one_time(s2, xa, xb).k
+
+    def ntk(self, xa: Tensor, xb: Tensor) -> Tensor:
+        """SPEC §3.3 NTK K_ntk = K_d(0,0) = K_L + σ0² K'_L G_L with C ≡ σ0²; [p, q]."""
+        s02 = self.prior.sigma0 ** 2
+        tt = self._one_time(s02, xa, xb)
+        return tt.k + s02 * tt.kp * tt.g
+
+    def prior_cov(self, t: Tensor, s: Tensor, xa: Tensor, xb: Tensor) -> Tensor:
+        """SPEC §3.1 output prior covariance K_GP(t,s) = C(t,s) K_L(t,s); t, s: [B] → [B, p, q]."""
+        return self.prior.cov(t, s)[:, None, None] * self.two_time(t, s, xa, xb).k
+
+    # --- drift ---------------------------------------------------------------------------------
+    def last_layer_mean(self, c_tt: Tensor, x: Tensor) -> Tensor:
+        """SPEC §6.4 m_t(x) = E[φ(h_L(x,t))], Var h_L = Q_L(t,t,x,x); c_tt: [B], x: [p, N0] → [B, p]."""
+        q_last = self.variances(c_tt, (x * x).sum(1) / x.shape[1])[-1]
+        return self.activation.mean(q_last)
+
+    def mean_kernel(self, xa: Tensor, xb: Tensor) -> Tensor:
+        """SPEC §6.4 decorrelated mean kernel K̄(x,x') = E[φ(h_L(x))] E[φ(h_L(x'))] at equilibrium; [p, q]."""
+        s2 = torch.full((1,), self.prior.sigma ** 2, dtype=xa.dtype, device=xa.device)
+        return self.last_layer_mean(s2, xa)[0][:, None] * self.last_layer_mean(s2, xb)[0][None, :]
+
+    def frozen(self, t: Tensor, s: Tensor, t0: float, xa: Tensor, xb: Tensor) -> Tensor:
+        """SPEC §6.2 frozen-readout kernel for s ≤ t0 ≤ t:
+        e^(−γ(t0−s)) K_L(t,s) + e^(−γ(t−s)) C(t0,s) K'_L(t,s) G_L(t,s); t, s: [B] → [B, p, q].
+        """
+        tt = self.two_time(t, s, xa, xb)
+        g = self.prior.gamma
+        t0_ = torch.full_like(s, t0)
+        w_k = torch.exp(-g * (t0 - s))[:, None, None]
+        w_g = (torch.exp(-g * (t - s)) * self.prior.cov(t0_, s))[:, None, None]
+        return w_k * tt.k + w_g * tt.kp * tt.g
+
+    def max_ntk_eigenvalue(self, x: Tensor) -> float:
+        """λ_max(K_ntk) on x: sets the time scale of the gradient phase (SPEC §5.2, §11)."""
+        return float(torch.linalg.eigvalsh(self.ntk(x, x)).max())
+
