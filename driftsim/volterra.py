@@ -133,9 +133,13 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
     Cost O(n K M P²), memory O(K M P²): no (n² × P²) array.
     """
     n1, p = t.shape[0], y.shape[0]
+    k, m = coef.shape[:2]
+    # two layouts so that each step is two matrix-vector products
+    coef_s = coef.reshape(k * m, p * p)
+    coef_z = coef.permute(2, 0, 1, 3).reshape(p, k * m * p)
     f = torch.zeros(n1, p, dtype=y.dtype, device=y.device)
-    z = torch.zeros(coef.shape[0], coef.shape[1], p, dtype=y.dtype, device=y.device)
-    kept = torch.zeros(keep.shape[0], *z.shape, dtype=y.dtype, device=y.device)
+    z = torch.zeros(k, m, p, dtype=y.dtype, device=y.device)
+    kept = torch.zeros(keep.shape[0], k, m, p, dtype=y.dtype, device=y.device)
     slot = {int(i): j for j, i in enumerate(keep.tolist())}
     if 0 in slot:
         kept[slot[0]] = z
@@ -145,10 +149,11 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
     for i in tqdm(range(1, n1), desc=desc, disable=not progress, leave=False, mininterval=1.0):
         decay, w0, w1 = exponential_weights(mu, h_all[i - 1])
         z = decay[:, None, None] * z + (w0[:, None] * ell[i - 1][None, :])[..., None] * r_prev
-        s_i = torch.einsum("km,kmpq->pq", w1[:, None] * ell[i][None, :], coef)
-        f[i] = torch.linalg.solve(eye + s_i, torch.einsum("kmpq,kmq->p", coef, z) + s_i @ y)
+        w_new = w1[:, None] * ell[i][None, :]  # [K, M]
+        s_i = (w_new.reshape(1, -1) @ coef_s).reshape(p, p)
+        f[i] = torch.linalg.solve(eye + s_i, coef_z @ z.reshape(-1) + s_i @ y)
         r_prev = y - f[i]
-        z = z + (w1[:, None] * ell[i][None, :])[..., None] * r_prev
+        z = z + w_new[..., None] * r_prev
         if i in slot:
             kept[slot[i]] = z
     return f, kept
