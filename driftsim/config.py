@@ -198,6 +198,8 @@ class DriftsimConfig:
     def __post_init__(self):
         _choice("mode", self.mode, ("theory", "sim", "both"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _require(self.protocol.freeze == "readout" or self.mode == "sim", "protocol.freeze", self.protocol.freeze,
+                 "'readout' unless mode=sim (the theory covers the frozen readout only)")
         t0 = self.protocol.t0
         _require(t0 is None or t0 <= self.dynamics.t_end, "protocol.t0", t0,
                  f"a time within the learning run [0, dynamics.t_max={self.dynamics.t_end:g}]")

@@ -20,7 +20,9 @@ Per recorded time of a phase, on the P training examples:
   drifts; retrained stays up while the information is still there.
 
 The classifiers standardise their inputs: during drift the predictor shrinks by orders of magnitude
-(e^(−γτ) for odd φ), and a scale-free reader separates "information gone" from "signal small".
+(e^(−γτ) for odd φ), and a scale-free reader separates "information gone" from "signal small". For the
+theory, whose mean predictor has no noise to hide a tiny signal, differences below the theory's
+accuracy (``resolution`` = theory.tol) do not count.
 With k = min(decode.cv_folds, smallest class) stratified folds; k < 2 gives NaN.
 """
 from __future__ import annotations
@@ -45,19 +47,25 @@ class LinearDecoder(ClassifierMixin, BaseEstimator):
     """Standardised logistic regression: a linear reader of predictor values or hidden activity.
 
     A scikit-learn classifier (``clone``, ``Pipeline``, ``cross_val_score`` and grid searches work);
-    ``C`` is the inverse L2 strength of :class:`~sklearn.linear_model.LogisticRegression`.
+    ``C``, ``solver`` and ``max_iter`` are passed to :class:`~sklearn.linear_model.LogisticRegression`;
+    ``solver="auto"`` picks liblinear for two classes (driftsim's case) and lbfgs for more.
     Fitted attributes: ``classes_``, ``n_features_in_``, ``n_iter_``, ``pipeline_``.
     """
 
-    def __init__(self, C: float = 1.0, max_iter: int = 1000):
+    def __init__(self, C: float = 1.0, solver: str = "auto", max_iter: int = 1000):
         self.C = C
+        self.solver = solver
         self.max_iter = max_iter
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
-        self.pipeline_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter))
+        solver = self.solver
+        if solver == "auto":  # liblinear is ~10x faster than lbfgs on these small problems, but binary only
+            solver = "liblinear" if len(self.classes_) == 2 else "lbfgs"
+        self.pipeline_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, solver=solver,
+                                                                          max_iter=self.max_iter))
         self.pipeline_.fit(X, y)
         self.n_iter_ = self.pipeline_[-1].n_iter_
         return self
@@ -144,24 +152,38 @@ def population_accuracy(activity: np.ndarray, y: np.ndarray, splits: list) -> tu
     return fixed / len(splits), retrained / len(splits)
 
 
-def _predictor_decoding(f: np.ndarray, y: np.ndarray, splits: list, bins: int) -> PhaseDecoding:
+def _resolved(f: np.ndarray, resolution: float) -> np.ndarray:
+    """f rounded to multiples of ``resolution``: differences below it carry no information."""
+    return np.round(f / resolution) * resolution if resolution > 0 else f
+
+
+def _predictor_decoding(f: np.ndarray, y: np.ndarray, splits: list, bins: int,
+                        resolution: float = 0.0) -> PhaseDecoding:
     """Histograms and accuracy of a predictor f [n, P] (theory) or [n, E, P] (simulation)."""
     f = np.asarray(f, dtype=np.float64)
     counts, edges = class_histograms(f, y, bins)
     # [n, P, E or 1, 1]: one scalar feature per (example, network)
-    per_example = np.moveaxis(f.reshape(f.shape[0], -1, f.shape[-1]), 2, 1)[..., None]
+    per_example = np.moveaxis(_resolved(f, resolution).reshape(f.shape[0], -1, f.shape[-1]), 2, 1)[..., None]
     accuracy = np.array([cv_accuracy(x, y, splits) for x in per_example])
     return PhaseDecoding(accuracy=accuracy, counts=counts, edges=edges)
 
 
-def decode_theory(result, y_train, *, cv_folds: int = 5, bins: int = 40) -> dict[str, PhaseDecoding]:
-    """Decode a :class:`~driftsim.results.TheoryResult`'s mean predictor: {"learn": ..., "drift": ...}."""
+def decode_theory(result, y_train, *, cv_folds: int = 5, bins: int = 40,
+                  resolution: float = 0.0) -> dict[str, PhaseDecoding]:
+    """Decode a :class:`~driftsim.results.TheoryResult`'s mean predictor: {"learn": ..., "drift": ...}.
+
+    The classifiers read the predictor rounded to multiples of ``resolution`` (the app passes
+    theory.tol, the accuracy of the theory): without it the scale-free reader would still separate the
+    classes when an odd φ's drifting predictor is e^(−25) ≈ 1e-11 of its size, far below anything the
+    theory resolves or a noisy network could show.
+    """
     y = np.asarray(y_train)
     splits = folds(y, cv_folds)
-    out = {"learn": _predictor_decoding(result.learn.f_train.cpu().numpy(), y, splits, bins)}
+    out = {"learn": _predictor_decoding(result.learn.f_train.cpu().numpy(), y, splits, bins, resolution)}
     if result.drift is not None:
-        drift = _predictor_decoding(result.drift.f_train.cpu().numpy(), y, splits, bins)
-        drift.accuracy_inf = cv_accuracy(result.drift.f_inf_train.cpu().numpy()[:, None], y, splits)
+        drift = _predictor_decoding(result.drift.f_train.cpu().numpy(), y, splits, bins, resolution)
+        f_inf = _resolved(result.drift.f_inf_train.cpu().numpy(), resolution)
+        drift.accuracy_inf = cv_accuracy(f_inf[:, None], y, splits)
         out["drift"] = drift
     return out
 

@@ -55,7 +55,8 @@ from omegaconf import OmegaConf
 
 from . import __version__
 
-__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "read_run", "is_complete", "collect"]
+__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "read_run", "is_complete", "collect",
+           "flat_config"]
 
 SCHEMA = "driftsim/1"
 _CHUNK_BYTES = 1 << 18  # ~256 KiB chunks: whole small arrays, a few time slices of large ones
@@ -312,11 +313,12 @@ def _run_files(sources: Union[PathLike, Iterable[PathLike]]) -> list[Path]:
     return files
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+def flat_config(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {"dynamics.T": 0.001, ...}; lists become tuples (comparable, hashable)."""
     flat = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
+            flat.update(flat_config(v, f"{prefix}{k}."))
         else:
             flat[prefix + k] = tuple(v) if isinstance(v, list) else v
     return flat
@@ -361,7 +363,7 @@ def collect(sources: Union[PathLike, Iterable[PathLike]], keys: Optional[list[st
     predictor) and ``f_sd`` (spread over the simulated networks; 0 for theory).
     """
     runs = [read_run(f) for f in _run_files(sources)]
-    flat = [_flatten(r.config) for r in runs]
+    flat = [flat_config(r.config) for r in runs]
     if keys is None:
         all_keys = sorted(set().union(*flat))
         keys = [k for k in all_keys if len({repr(f.get(k)) for f in flat}) > 1]

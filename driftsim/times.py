@@ -22,4 +22,6 @@ def record_times(t_end: float, n: int, t_first: float | None = None) -> Tensor:
     if not 0 < t_first <= t_end:
         raise ValueError(f"t_first={t_first!r} must lie in (0, t_end={t_end!r}]")
     logs = torch.linspace(math.log10(t_first), math.log10(t_end), n, dtype=torch.float64)
-    return torch.cat([torch.zeros(1, dtype=torch.float64), 10.0 ** logs])
+    times = torch.cat([torch.zeros(1, dtype=torch.float64), 10.0 ** logs])
+    times[-1] = t_end  # exactly: 10**log10(t_end) can miss it by an ulp, and t0 = t_end must lie inside
+    return times

@@ -1,0 +1,85 @@
+"""Configs (DESIGN.md "Config keys", driftsim.config, driftsim/conf): the default and every preset compose
+and validate; wrong keys and values fail before any work, naming the key and what is allowed."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+import driftsim.app  # noqa: F401  (registers the schemas and the driftsim.t_end resolver)
+from driftsim.config import DriftsimConfig, ImagePairTaskConfig, SyntheticTaskConfig, equilibrium_time
+
+EXPERIMENTS = sorted(p.stem for p in (Path(driftsim.app.__file__).parent / "conf" / "experiment").glob("*.yaml"))
+
+
+def validated(*overrides: str) -> DriftsimConfig:
+    with initialize_config_module("driftsim.conf", version_base="1.3"):
+        return OmegaConf.to_object(compose("config", overrides=list(overrides)))
+
+
+def test_default_is_the_embedded_mnist_pair_with_a_drift_phase():
+    conf = validated()
+    assert conf.mode == "theory" and isinstance(conf.task, ImagePairTaskConfig)
+    assert (conf.task.name, conf.task.classes, conf.task.n_per_class, conf.task.root) == ("mnist", [0, 1], 50, None)
+    # the readout freezes at the end of learning, 25 σ²/T, whatever T, σ and t_max are
+    assert conf.protocol.t0 == conf.dynamics.t_end == equilibrium_time(1e-3, 1.0) == 25_000
+    assert conf.t_drift == 25_000
+    assert validated("dynamics.T=0.01", "dynamics.sigma=2").protocol.t0 == pytest.approx(10_000)
+    assert validated("dynamics.t_max=300").protocol.t0 == 300
+    assert validated("protocol.t0=null").t_drift is None
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_preset_validates(experiment):
+    conf = validated(f"experiment={experiment}")
+    assert isinstance(conf.task, (SyntheticTaskConfig, ImagePairTaskConfig))
+
+
+def test_presets_exist_for_the_papers_settings():
+    assert {"debug", "synthetic_timescales", "synthetic_sigma", "mnist_drift", "cifar_drift"} <= set(EXPERIMENTS)
+    assert isinstance(validated("experiment=debug").task, SyntheticTaskConfig)
+
+
+@pytest.mark.parametrize("override,key,allowed", [
+    ("model.activation=foo", "model.activation='foo'", "one of \\['erf', 'gelu', 'linear', 'relu'"),
+    ("dynamics.T=-1", "dynamics.T=-1.0", "a positive finite number"),
+    ("dynamics.sigma0=0", "dynamics.sigma0=0.0", "a positive finite number"),
+    ("model.depth=0", "model.depth=0", "an integer >= 1"),
+    ("mode=fast", "mode='fast'", "one of \\['theory', 'sim', 'both'\\]"),
+    ("task.normalize=max", "task.normalize='max'", "one of \\['global', 'per_example', 'none'\\]"),
+    ("protocol.t0=1e9", "protocol.t0=1000000000.0", "within the learning run"),
+    ("protocol.freeze=none", "protocol.freeze='none'", "unless mode=sim"),
+    ("decode.cv_folds=1", "decode.cv_folds=1", "an integer >= 2"),
+])
+def test_bad_values_name_the_key_and_what_is_allowed(override, key, allowed):
+    with pytest.raises(ValueError, match=f"{key}.*{allowed}"):
+        validated(override)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("model.foo=1", "model.foo"),
+    ("dynamics.T=abc", "dynamics.T"),
+    ("task=imagenet", "(?s)task/imagenet.*Available options.*synthetic"),
+])
+def test_unknown_keys_types_and_groups_fail_at_composition(override, match):
+    with pytest.raises(ConfigCompositionException, match=match):
+        validated(override)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.activation=foo", "model.activation='foo' is not allowed: one of"),
+    ("dynamics.T=-1", "dynamics.T=-1.0 is not allowed: a positive finite number"),
+    ("model.foo=1", "Could not override 'model.foo'"),
+])
+def test_command_line_fails_fast_with_one_clear_line(tmp_path, override, message):
+    start = time.perf_counter()
+    proc = subprocess.run(["driftsim", override], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("*.h5"))  # no work done
+    assert time.perf_counter() - start < 30
