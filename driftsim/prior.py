@@ -44,13 +44,18 @@ class Prior:
         return self.T / self.sigma ** 2
 
     def cov(self, t: Tensor, s: Tensor) -> Tensor:
-        """SPEC §2: C(t,s) = σ² e^(−γ|t−s|) + (σ0² − σ²) e^(−γ(t+s)); broadcast shape of t and s."""
+        """SPEC §2: C(t,s) = σ² e^(−γ|t−s|) + (σ0² − σ²) e^(−γ(t+s)); broadcast shape of t and s.
+
+        Evaluated as σ0² e^(−γ(t+s)) + σ² e^(−γ|t−s|) (1 − e^(−2γ min(t,s))), which is exactly σ0² at
+        t = s = 0 (relu kernels have infinite slope at equal times, so rounding there would show).
+        """
         g = self.gamma
-        return self.sigma ** 2 * torch.exp(-g * (t - s).abs()) + (self.sigma0 ** 2 - self.sigma ** 2) * torch.exp(-g * (t + s))
+        fresh = -torch.expm1(-2 * g * torch.minimum(t, s))
+        return self.sigma0 ** 2 * torch.exp(-g * (t + s)) + self.sigma ** 2 * torch.exp(-g * (t - s).abs()) * fresh
 
     def var(self, t: Tensor) -> Tensor:
         """SPEC §2: C(t,t) = σ² + (σ0² − σ²) e^(−2γt)."""
-        return self.sigma ** 2 + (self.sigma0 ** 2 - self.sigma ** 2) * torch.exp(-2 * self.gamma * t)
+        return self.cov(t, t)
 
     def transition(self, theta: Tensor, dt: float, noise: Tensor) -> Tensor:
         """SPEC §2 exact transition: θ(t+dt) = e^(−γdt) θ(t) + √(σ²(1 − e^(−2γdt))) ξ, ξ = ``noise``."""
