@@ -27,6 +27,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from . import store
 from .config import DriftsimConfig, register_configs
+from .decode import decode_sim, decode_theory
+from .langevin import simulate
+from .networks import resolve_device
+from .prior import Prior
+from .tasks import make_task
+from .theory import solve
 from .times import record_times
 
 __all__ = ["main", "run", "output_path"]
@@ -59,10 +65,6 @@ def _existing_run_differs(out: Path, config_yaml: str) -> Optional[str]:
 
 def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = False) -> Path:
     """Compute one run of a validated config and write it to ``out``; returns the path."""
-    from .decode import decode_sim, decode_theory
-    from .prior import Prior
-    from .tasks import make_task
-
     task = make_task(conf.task, conf.seed)
     log.info("task %s: P=%d training, Q=%d test points, N0=%d (%s)", task.name, task.x_train.shape[0],
              task.x_test.shape[0], task.x_train.shape[1], task.source)
@@ -74,9 +76,9 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
     theory = sim = None
     decoding = {}
     if conf.mode in ("theory", "both"):
-        from .theory import solve
         start = time.perf_counter()
-        theory = solve(task.x_train, task.y_train, task.x_test, depth=conf.model.depth,
+        dev = resolve_device(conf.device)  # the theory computes where its inputs are
+        theory = solve(task.x_train.to(dev), task.y_train.to(dev), task.x_test.to(dev), depth=conf.model.depth,
                        activation=conf.model.activation, prior=Prior(dyn.T, dyn.sigma, dyn.sigma0),
                        t_learn=t_learn, t0=conf.protocol.t0, t_drift=t_drift, tol=conf.theory.tol,
                        progress=progress)
@@ -84,7 +86,6 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
         decoding.update({("theory", p): d for p, d in decode_theory(
             theory, y, resolution=conf.theory.tol, **decode_args).items()})
     if conf.mode in ("sim", "both"):
-        from .langevin import simulate
         start = time.perf_counter()
         sim = simulate(task, conf.model, dyn, conf.protocol, conf.sim, t_learn, t_drift, conf.seed,
                        device=conf.device, progress=progress)

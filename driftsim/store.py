@@ -62,6 +62,7 @@ SCHEMA = "driftsim/1"
 _CHUNK_BYTES = 1 << 18  # ~256 KiB chunks: whole small arrays, a few time slices of large ones
 
 PathLike = Union[str, os.PathLike]
+SOURCES = {"theory": ("theory",), "sim": ("sim",), "both": ("theory", "sim")}  # what each mode computes
 
 
 class StoreError(ValueError):
@@ -72,7 +73,7 @@ def required_paths(mode: str, drift: bool) -> list[str]:
     """The datasets a complete run of ``mode`` (theory, sim, both) holds, with or without a drift phase."""
     paths = [f"/task/{k}" for k in ("x_train", "y_train", "x_test", "y_test")]
     phases = ("learn", "drift") if drift else ("learn",)
-    sources = {"theory": ("theory",), "sim": ("sim",), "both": ("theory", "sim")}[mode]
+    sources = SOURCES[mode]
     if "theory" in sources:
         paths += [f"/theory/learn/{k}" for k in ("t", "f_train", "f_test", "f_ntk_test")]
         paths += ["/theory/nngp/f_train", "/theory/nngp/f_test", "/theory/kernels/nngp", "/theory/kernels/ntk"]
@@ -95,15 +96,13 @@ def _numpy(x) -> np.ndarray:
 def _put(group: h5py.Group, name: str, value, timed: bool = False) -> None:
     """Store one array; ``timed``: its first axis is time, chunk along it."""
     a = _numpy(value)
-    if a.ndim == 0:
+    if a.size == 0 or a.ndim == 0:  # nothing to chunk or compress
         group.create_dataset(name, data=a)
         return
-    chunks = True
-    if timed and a.size:
-        row = max(1, a[0].nbytes)
-        chunks = (int(np.clip(_CHUNK_BYTES // row, 1, a.shape[0])),) + a.shape[1:]
-    group.create_dataset(name, data=a, chunks=chunks if a.size else None, compression="gzip" if a.size else None,
-                         compression_opts=4 if a.size else None, shuffle=bool(a.size))
+    chunks = True  # h5py's guess for arrays without a time axis
+    if timed:
+        chunks = (int(np.clip(_CHUNK_BYTES // a[0].nbytes, 1, a.shape[0])),) + a.shape[1:]
+    group.create_dataset(name, data=a, chunks=chunks, compression="gzip", compression_opts=4, shuffle=True)
 
 
 def _versions() -> str:
@@ -231,7 +230,7 @@ class Run:
 
     @property
     def sources(self) -> tuple[str, ...]:
-        return {"theory": ("theory",), "sim": ("sim",), "both": ("theory", "sim")}[self.config["mode"]]
+        return SOURCES[self.config["mode"]]
 
 
 def _check_header(h5: h5py.File, path: Path) -> dict:

@@ -113,6 +113,7 @@ def test_a_failing_job_loses_no_other_jobs_file(tmp_path):
     assert len(files) == 1 and store.read_run(files[0]).config["task"]["overlap"] == 0.5
 
 
+@pytest.mark.slow
 def test_both_mode_writes_theory_and_simulation(tmp_path):
     pytest.importorskip("driftsim.langevin")
     proc = driftsim("experiment=debug", "mode=both", cwd=tmp_path)
