@@ -19,7 +19,7 @@ from .volterra import graded_grid, solve_separable
 __all__ = ["solve", "grid_for", "ntk_predictor", "nngp_predictor"]
 
 # grid constants of grid_for, calibrated in tests/test_theory.py::test_refinement_order
-GRID_FIRST, GRID_GROWTH, GRID_MAX = 10.0, 5.0, 2.5
+GRID_FIRST, GRID_GROWTH, GRID_MAX = 7.0, 3.5, 1.75
 
 
 def _check_times(name: str, t: Tensor) -> Tensor:

@@ -1,0 +1,183 @@
+"""SPEC §5–6: the mean predictor against the NTK solution, the GP posterior, an independent direct
+(all-pairs trapezoid) Volterra solution, grid refinement, and the frozen-readout limits."""
+import math
+
+import pytest
+import torch
+
+from driftsim.kernels import KernelModel
+from driftsim.prior import Prior
+from driftsim.theory import solve
+from driftsim.times import record_times
+from driftsim.volterra import graded_grid, solve_second_kind, trapezoid_weights, weighted_sum
+
+torch.set_default_dtype(torch.float64)
+
+
+def synthetic(p=4, rho=0.75):
+    """SPEC §7 synthetic task, written out here: x_μ = √N0 e_μ, test point ρ x_1 + √(1−ρ²) √N0 e_{P+1}."""
+    n0 = p + 1
+    x = math.sqrt(n0) * torch.eye(n0)[:p]
+    y = torch.tensor([(-1.0) ** k for k in range(p)])
+    xt = math.sqrt(n0) * (rho * torch.eye(n0)[0] + math.sqrt(1 - rho * rho) * torch.eye(n0)[p])
+    return x, y, xt[None, :]
+
+
+def norms_task():
+    """Inputs of different norms (so that relu's mean kernel sees them), labels tied to the norms."""
+    g = torch.Generator().manual_seed(0)
+    n0 = 8
+    x = torch.randn(6, n0, generator=g)
+    x = x / x.norm(dim=1, keepdim=True) * math.sqrt(n0) * torch.tensor([1.3, 1.2, 1.4, 0.8, 0.7, 0.9])[:, None]
+    y = torch.tensor([1.0, 1, 1, -1, -1, -1])
+    xt = torch.randn(4, n0, generator=g)
+    xt = xt / xt.norm(dim=1, keepdim=True) * math.sqrt(n0) * torch.tensor([1.3, 1.3, 0.8, 0.8])[:, None]
+    return x, y, xt
+
+
+def run(act="relu", depth=1, T=0.05, sigma=1.0, sigma0=1.0, task=synthetic, tol=1e-4, n=30, t0=None, **kw):
+    x, y, xt = task()
+    prior = Prior(T=T, sigma=sigma, sigma0=sigma0)
+    t_learn = kw.pop("t_learn", record_times(25 / prior.gamma, n))
+    t_drift = record_times(40 / prior.gamma, n) if t0 is not None else None
+    res = solve(x, y, xt, depth=depth, activation=act, prior=prior, t_learn=t_learn, t0=t0, t_drift=t_drift,
+                tol=tol, progress=False, **kw)
+    return res, (x, y, xt, prior)
+
+
+@pytest.mark.parametrize("act,depth,s0", [("relu", 1, 1.0), ("relu", 2, 0.5), ("erf", 2, 2.0), ("linear", 1, 0.7)])
+def test_long_time_limit_is_gp_posterior_mean(act, depth, s0):
+    res, (x, y, xt, prior) = run(act, depth, sigma0=s0)
+    model = KernelModel(act, depth, prior)
+    # GP posterior mean built here from the NNGP kernel with noise variance T
+    k = model.nngp(torch.cat([x, xt]), x)
+    post = k @ torch.linalg.solve(k[: len(x)] + prior.T * torch.eye(len(x)), y)
+    assert torch.allclose(res.learn.f_train[-1], post[: len(x)], atol=1e-4, rtol=0)
+    assert torch.allclose(res.learn.f_test[-1], post[len(x):], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("act", ["relu", "erf"])
+def test_gradient_phase_follows_ntk_as_temperature_falls(act):
+    """SPEC §5.2 and §9.1: in the gradient phase the predictor is the NTK solution, with a gap that
+    shrinks with T (∝ √T for relu, ∝ T for erf); the gradient phase itself does not depend on T."""
+    t_learn = torch.cat([torch.zeros(1), torch.logspace(-2, 1, 12)])  # t ≤ 10 ≪ 1/γ
+    gaps = []
+    for T in (1e-2, 1e-3, 1e-4):
+        res, _ = run(act, 2, T=T, sigma0=0.8, t_learn=t_learn, tol=1e-5)
+        gaps.append(max(float((res.learn.f_train - res.learn.f_ntk_train).abs().max()),
+                        float((res.learn.f_test - res.learn.f_ntk_test).abs().max())))
+    assert gaps[2] < 1e-2
+    for a, b in zip(gaps, gaps[1:]):
+        assert b < a / (2.5 if act == "relu" else 6)  # √10 ≈ 3.2 for relu, 10 for erf
+
+
+def test_agrees_with_direct_all_pairs_solver():
+    """The separable solver against the plain trapezoid product integration of SPEC §11, which
+    evaluates K_d(t_i, t_j) directly for every pair (no expansion), on a fine grid."""
+    act, depth = "erf", 2
+    res, (x, y, xt, prior) = run(act, depth, T=0.1, sigma0=0.6, t_learn=record_times(30.0, 12))  # 3/γ
+    model = KernelModel(act, depth, prior)
+    t = graded_grid(float(res.learn.t[-1]), 2e-3, 0.1, 0.01, include=res.learn.t)
+
+    def row(i, js):
+        return model.ndk(t[i].expand(len(js)), t[js], x, x)
+
+    f = solve_second_kind(row, t, y)
+    rec = torch.searchsorted(t, res.learn.t)
+    assert torch.allclose(f[rec], res.learn.f_train, atol=2e-4, rtol=0)
+    r = y - f
+    for n, i in enumerate(rec.tolist()[1:], start=1):
+        kern = lambda js: model.ndk(t[i].expand(len(js)), t[js], xt, x)  # noqa: E731
+        direct = weighted_sum(kern, trapezoid_weights(t, i), r[: i + 1], len(xt) * len(x))
+        assert torch.allclose(direct, res.learn.f_test[n], atol=2e-4, rtol=0)
+
+
+def test_refinement_changes_less_than_tol_and_converges_at_second_order():
+    """The residual is interpolated linearly (kernel integrated exactly): error ∝ h² ∝ tol."""
+    ref, _ = run("relu", 2, sigma0=0.5, tol=1e-7)
+    errs = []
+    for tol in (1e-3, 1e-4):
+        res, _ = run("relu", 2, sigma0=0.5, tol=tol)
+        err = max(float((res.learn.f_test - ref.learn.f_test).abs().max()),
+                  float((res.learn.f_train - ref.learn.f_train).abs().max()))
+        assert err < tol
+        errs.append(err)
+    assert errs[1] < errs[0] / 5  # h shrinks by √10: order ≥ 1.4 observed, 2 expected
+
+
+def test_frozen_readout_matches_learning_at_t0_and_direct_quadrature():
+    act, depth = "relu", 2
+    prior_kw = dict(T=0.1, sigma0=0.7)
+    x, y, xt = norms_task()
+    prior = Prior(T=0.1, sigma=1.0, sigma0=0.7)
+    t_learn = record_times(25 / prior.gamma, 20)
+    t0 = float(t_learn[12])
+    res, _ = run(act, depth, task=norms_task, t_learn=t_learn, t0=t0, **prior_kw)
+    d = res.drift
+    assert d.t[0] == 0
+    assert torch.allclose(d.f_train[0], res.learn.f_train[12], atol=1e-10)
+    assert torch.allclose(d.f_test[0], res.learn.f_test[12], atol=1e-10)
+    # SPEC §6.2 evaluated directly with the frozen kernel on the direct solver's residual
+    model = KernelModel(act, depth, prior)
+    t = graded_grid(t0, 2e-3, 0.01 / prior.gamma, 0.01, include=torch.tensor([t0]))
+    f = solve_second_kind(lambda i, js: model.ndk(t[i].expand(len(js)), t[js], x, x), t, y)
+    w, r = trapezoid_weights(t, len(t) - 1), y - f
+    for k in (3, 10, 18):
+        tt = t0 + float(d.t[k])
+        direct = weighted_sum(lambda js: model.frozen(torch.full((len(js),), tt), t[js], t0, xt, x), w, r,
+                              len(xt) * len(x))
+        assert torch.allclose(direct, d.f_test[k], atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("act", ["relu", "erf", "linear"])
+def test_freeze_at_equilibrium_closed_forms(act):
+    """SPEC §6.3–6.4: freezing at equilibrium, f_fr(t0+τ) = σ² K_L^eq(τ) (K_gp + T I)⁻¹ Y and the
+    decorrelated limit σ² K̄ (K_gp + T I)⁻¹ Y, with K̄ = 0 for odd φ; only norms survive for relu."""
+    res, (x, y, xt, prior) = run(act, 2, task=norms_task, sigma=1.2, sigma0=0.6, t0=None)
+    t0 = float(res.learn.t[-1])  # 25/γ
+    res, _ = run(act, 2, task=norms_task, sigma=1.2, sigma0=0.6, t0=t0)
+    model = KernelModel(act, 2, prior)
+    xa = torch.cat([x, xt])
+    alpha = torch.linalg.solve(model.nngp(x, x) + prior.T * torch.eye(len(x)), y)
+    s2 = prior.sigma ** 2
+    for k in (0, 15, 25):
+        tau = float(res.drift.t[k])
+        big = torch.tensor([200 / prior.gamma])
+        k_eq = model.two_time(big + tau, big, xa, x).k[0]  # stationary two-time last-layer kernel
+        pred = s2 * k_eq @ alpha
+        assert torch.allclose(res.drift.f_test[k], pred[len(x):], atol=1e-4, rtol=0)
+    limit = s2 * model.mean_kernel(xa, x) @ alpha
+    assert torch.allclose(res.drift.f_inf_test, limit[len(x):], atol=1e-4, rtol=0)
+    assert torch.allclose(res.drift.f_test[-1], res.drift.f_inf_test, atol=1e-4, rtol=0)  # τ = 40/γ
+    if act == "relu":
+        assert res.drift.f_inf_test.abs().min() > 1e-2
+        # test points 0,1 share a norm (as do 2,3) but not a direction: equal limits
+        assert torch.allclose(res.drift.f_inf_test[0], res.drift.f_inf_test[1], atol=1e-10)
+        assert torch.allclose(res.drift.f_inf_test[2], res.drift.f_inf_test[3], atol=1e-10)
+        assert not torch.allclose(res.drift.f_inf_test[0], res.drift.f_inf_test[2], atol=1e-3)
+    else:
+        assert res.drift.f_inf_test.abs().max() == 0 and res.drift.f_inf_train.abs().max() == 0
+
+
+def test_bad_input_is_named():
+    x, y, xt = synthetic()
+    prior = Prior(T=0.1, sigma=1.0, sigma0=1.0)
+    t = record_times(100.0, 5)
+    kw = dict(depth=1, activation="relu", prior=prior, t_learn=t, progress=False)
+    bad_x = x.clone()
+    bad_x[0, 0] = float("nan")
+    cases = [
+        (dict(x_train=bad_x), r"x_train contains NaN"),
+        (dict(x_test=torch.ones(1, 3)), r"x_test has input dimension 3; expected 5"),
+        (dict(y_train=torch.ones(3)), r"y_train must have shape \[4\]"),
+        (dict(t0=1e6, t_drift=t), r"protocol.t0=1000000.0 is outside the run"),
+        (dict(activation="swish"), r"model.activation='swish'"),
+        (dict(depth=0), r"model.depth=0"),
+        (dict(t_learn=torch.tensor([0.0, 2.0, 1.0])), r"t_learn must be .*increasing"),
+        (dict(tol=2.0), r"theory.tol=2.0"),
+    ]
+    for override, msg in cases:
+        args = dict(x_train=x, y_train=y, x_test=xt, **kw)
+        args.update(override)
+        with pytest.raises(ValueError, match=msg):
+            solve(args.pop("x_train"), args.pop("y_train"), args.pop("x_test"), **args)
