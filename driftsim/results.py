@@ -50,6 +50,7 @@ class TheoryResult:
     kernel_ntk: Tensor  # [P+Q, P+Q]
     drift: Optional[TheoryDrift] = None
     grid_size: int = 0  # Volterra grid points used (diagnostic)
+    fit_error: float = 0.0  # max error of the kernel expansion on validation lags (diagnostic)
 
 
 @dataclass
