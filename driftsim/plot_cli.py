@@ -1,0 +1,38 @@
+"""The ``driftsim-plot`` command: the standard figures of one run file as PNG (issue 5; driftsim.plots).
+
+    driftsim-plot run.h5                 PNGs next to the file: run_trajectories.png, run_error.png, ...
+    driftsim-plot run.h5 --out figures/  ... into figures/
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import store
+from .plots import save_figures, standard_figures
+
+__all__ = ["main"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``driftsim-plot FILE [--out DIR]``; prints the paths written, exit 2 on a bad file."""
+    parser = argparse.ArgumentParser(prog="driftsim-plot", description="Write the standard figures of one "
+                                     "driftsim run file (HDF5, schema driftsim/1) as PNG.")
+    parser.add_argument("file", type=Path, help="a driftsim run file (driftsim.h5)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: the file's folder)")
+    args = parser.parse_args(argv)
+    try:
+        run = store.read_run(args.file)
+    except (FileNotFoundError, store.StoreError) as e:
+        print(f"driftsim-plot: error: {e}", file=sys.stderr)
+        return 2
+    out = args.out if args.out is not None else args.file.parent
+    for path in save_figures(standard_figures(run), out, prefix=f"{args.file.stem}_"):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""Figures of one driftsim run and the numbers the analyses read off them (issue 5; SPEC §5, §6, §9).
+
+Every figure function takes a :class:`driftsim.store.Run` (a file read by ``store.read_run``) and returns a
+matplotlib Figure; those drawing one panel accept ``ax`` (draw into an existing axes, e.g. to overlay
+several runs), ``label`` and ``color``. Times are in the units of SPEC §1.4 (Langevin time; the weights
+relax at rate γ = T/σ²), predictor values in label units (y = ±1). Time axes are logarithmic, so the
+t = 0 entry of every recorded series is left out. Colours: seaborn's colour-blind-safe palette.
+
+- :func:`predictor_trajectories`: mean predictor over learning (SPEC §5.1), NTK theory (§5.2, dashed),
+  NTK and NNGP equilibria (§5.3) as horizontal marks, simulated ensemble mean ± 2 standard errors (§8).
+- :func:`generalisation_error`: test error of the mean predictor over time, best early-stopping point marked
+  (§9 finding 3).
+- :func:`predictor_histograms`: per-class histograms of the predictor at chosen times of a phase, theory
+  (mean predictor per example) and simulation (every network) side by side, optionally with a predicted
+  Gaussian density per example overlaid (SPEC §10).
+- :func:`drift_accuracy`: decoding accuracy after the freeze with the decorrelated limit (§6.4, §9 finding 5).
+
+The measures (:func:`crossing_time`, :func:`phase_times`, :func:`overshoot`, :func:`best_stopping`,
+:func:`summary`) take plain arrays, so the tests of SPEC §9 apply them to ``theory.solve`` results directly.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files; no display is needed (CLI, CI, notebooks inline them)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from . import store  # noqa: E402
+
+__all__ = ["PALETTE", "TIME_LABEL", "DRIFT_TIME_LABEL", "palette", "predictor_trajectories",
+           "generalisation_error", "predictor_histograms", "drift_accuracy", "standard_figures", "save_figures",
+           "crossing_time", "phase_times", "overshoot", "best_stopping", "prediction_error", "summary", "sweep",
+           "figures_dir"]
+
+PALETTE = "colorblind"
+TIME_LABEL = "time t  [Langevin time, SPEC §1.4]"
+DRIFT_TIME_LABEL = "time since the freeze t − t0  [Langevin time]"
+PREDICTOR_LABEL = "predictor f(x)  [label units, y = ±1]"
+
+
+def palette(n: int) -> list:
+    """n colours of the colour-blind-safe palette (cycled beyond its 10)."""
+    return sns.color_palette(PALETTE, n)
+
+
+# --------------------------------------------------------------------------------------------- measures
+
+def crossing_time(t: np.ndarray, d: np.ndarray, level: float, last: bool = False) -> float:
+    """First (or ``last``) time at which the series d(t) crosses ``level``, interpolated linearly in log t.
+
+    NaN when it never does. Used for the phase times of SPEC §9 findings 1–2.
+    """
+    t, d = np.asarray(t, dtype=float), np.asarray(d, dtype=float)
+    side = np.sign(d - level)
+    hits = np.nonzero(side[1:] != side[:-1])[0]
+    if len(hits) == 0:
+        return float("nan")
+    i = hits[-1] if last else hits[0]
+    w = (level - d[i]) / (d[i + 1] - d[i])
+    lo = np.log(t[i]) if t[i] > 0 else np.log(t[i + 1]) - 1.0  # t = 0: one e-fold before the next time
+    return float(np.exp(lo + w * (np.log(t[i + 1]) - lo)))
+
+
+def phase_times(t: np.ndarray, f: np.ndarray, f_ntk: float, f_nngp: float,
+                fraction: float = 0.9) -> tuple[float, float]:
+    """Time scales of one predictor trajectory f(t) (a test point, SPEC §5.2–5.3).
+
+    Gradient phase: first time f reaches ``fraction`` of the NTK equilibrium. Diffusive phase: the time
+    at which f has covered half of the NTK → NNGP gap for good, the last time |f − f_nngp| crosses
+    |f_ntk − f_nngp| / 2 (the rise from 0 may cross that level too, earlier).
+    """
+    t_grad = crossing_time(t, np.asarray(f) / f_ntk, fraction)
+    t_diff = crossing_time(t, (np.asarray(f) - f_nngp) / (f_ntk - f_nngp), 0.5, last=True)
+    return t_grad, t_diff
+
+
+def overshoot(f: np.ndarray, f_nngp: float) -> float:
+    """How far the trajectory f(t), starting at 0, goes past its NNGP equilibrium, relative to |f_nngp|
+    (SPEC §9 finding 3); 0 for a monotonic approach from the side of 0."""
+    return float(max(0.0, np.max(np.sign(f_nngp) * (np.asarray(f) - f_nngp)) / abs(f_nngp)))
+
+
+def best_stopping(t: np.ndarray, err: np.ndarray) -> tuple[float, float]:
+    """(t*, err(t*)): the recorded time of least error, the best early-stopping point."""
+    i = int(np.argmin(err))
+    return float(t[i]), float(err[i])
+
+
+def prediction_error(f: np.ndarray, y: np.ndarray, metric: str = "mse") -> np.ndarray:
+    """Error of predictors f [n, Q] against labels y [Q] per time: mean squared error or 0–1 error."""
+    f, y = np.asarray(f), np.asarray(y)
+    if metric == "mse":
+        return ((f - y) ** 2).mean(axis=-1)
+    if metric == "01":
+        return (np.sign(f) != y).mean(axis=-1)
+    raise ValueError(f"metric={metric!r} is not allowed: 'mse' or '01'")
+
+
+def summary(run: store.Run, point: int = 0) -> dict:
+    """The SPEC §9 numbers of one theory run for test point ``point`` (the synthetic task's one test point):
+    config keys (dotted), phase times, NTK and NNGP equilibria, overshoot, best early-stopping time and
+    error (test MSE of the mean predictor) against the equilibrium error, the training MSE at t*."""
+    t, f = run["/theory/learn/t"], run["/theory/learn/f_test"][:, point]
+    f_ntk, f_nngp = float(run["/theory/ntk/f_test"][point]), float(run["/theory/nngp/f_test"][point])
+    err = prediction_error(run["/theory/learn/f_test"], run["/task/y_test"])
+    t_best, err_best = best_stopping(t, err)
+    t_grad, t_diff = phase_times(t, f, f_ntk, f_nngp)
+    train_err = prediction_error(run["/theory/learn/f_train"], run["/task/y_train"])
+    return {**store.flat_config(run.config), "t_grad": t_grad, "t_diff": t_diff, "f_ntk": f_ntk, "f_nngp": f_nngp,
+            "overshoot": overshoot(f, f_nngp), "t_best": t_best, "err_best": err_best, "err_end": float(err[-1]),
+            "train_err_best": float(train_err[t == t_best][0])}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _axes(ax, figsize=(6.4, 4.2)):
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return fig, ax
+
+
+def _gamma(run: store.Run) -> float:
+    d = run.config["dynamics"]
+    return d["T"] / d["sigma"] ** 2
+
+
+def _log_time(ax, label: str = TIME_LABEL) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+
+
+def _mark_relaxation(ax, run: store.Run) -> None:
+    """Vertical mark at 1/γ = σ²/T, where the diffusive phase (SPEC §5.3) takes over."""
+    ax.axvline(1.0 / _gamma(run), color="0.6", lw=0.8, ls=":", zorder=0)
+    ax.annotate("1/γ", (1.0 / _gamma(run), 1.0), xycoords=("data", "axes fraction"), xytext=(2, -12),
+                textcoords="offset points", color="0.4", fontsize=8)
+
+
+def _later(t: np.ndarray, *arrays):
+    """The entries at t > 0 (log time axes)."""
+    keep = np.asarray(t) > 0
+    return (np.asarray(t)[keep],) + tuple(np.asarray(a)[keep] for a in arrays)
+
+
+def _mean_band(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ensemble mean over axis 1 of f [n, E, ...] and its 2-standard-error half width."""
+    E = f.shape[1]
+    se = f.std(axis=1, ddof=1) / np.sqrt(E) if E > 1 else np.zeros_like(f[:, 0])
+    return f.mean(axis=1), 2 * se
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+def predictor_trajectories(run: store.Run, split: str = "test", points: Optional[Sequence[int]] = None,
+                           ax=None, label: Optional[str] = None, color=None) -> Figure:
+    """Predictor on ``split`` points over the learning run (SPEC §5): theory mean (solid), NTK theory (§5.2,
+    dashed), NTK equilibrium (short dashes at the right) and NNGP equilibrium (dotted line), simulated
+    ensemble mean with a ±2 SE band when the run has a simulation. ``points``: indices (default the
+    first 3). One colour per point, or ``color`` when a single point is drawn (overlaying runs)."""
+    fig, ax = _axes(ax)
+    f_theory = run[f"/theory/learn/f_{split}"] if "theory" in run.sources else None
+    n_points = (f_theory if f_theory is not None else run[f"/sim/learn/f_{split}"]).shape[-1]
+    points = list(range(min(3, n_points))) if points is None else list(points)
+    colors = [color] * len(points) if color is not None else palette(len(points))
+    for k, (i, c) in enumerate(zip(points, colors)):
+        name = label if label is not None else f"{split} point {i}"
+        if f_theory is not None:
+            t, f, f_ntk = _later(run["/theory/learn/t"], f_theory[:, i], run[f"/theory/learn/f_ntk_{split}"][:, i])
+            ax.plot(t, f, color=c, lw=2, label=f"{name}: theory mean")
+            ax.plot(t, f_ntk, color=c, lw=1.2, ls="--", label="NTK theory" if k == 0 else None)
+            ax.axhline(run[f"/theory/nngp/f_{split}"][i], color=c, lw=1, ls=":",
+                       label="NNGP equilibrium" if k == 0 else None)
+            ax.plot([t[-1]], [run[f"/theory/ntk/f_{split}"][i]], marker="_", ms=14, mew=2, color=c,
+                    label="NTK equilibrium" if k == 0 else None)
+        if "sim" in run.sources:
+            mean, band = _mean_band(run[f"/sim/learn/f_{split}"][..., i])
+            t, mean, band = _later(run["/sim/learn/t"], mean, band)
+            ax.plot(t, mean, color=c, lw=0, marker="o", ms=3.5, label=f"{name}: simulation mean ± 2 SE")
+            ax.fill_between(t, mean - band, mean + band, color=c, alpha=0.25, lw=0)
+    _mark_relaxation(ax, run)
+    _log_time(ax)
+    ax.set_ylabel(PREDICTOR_LABEL)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def generalisation_error(run: store.Run, metric: str = "mse", ax=None, label: Optional[str] = None,
+                         color=None) -> Figure:
+    """Test error of the theory's mean predictor over the learning run (``metric``: 'mse' or '01'), NTK
+    theory dashed, simulated ensemble mean's error as dots when present, and the best early-stopping
+    point t* marked (SPEC §9 finding 3)."""
+    fig, ax = _axes(ax)
+    color = color if color is not None else palette(1)[0]
+    y = run["/task/y_test"]
+    name = label if label is not None else "theory mean"
+    t_all = run["/theory/learn/t"]
+    err = prediction_error(run["/theory/learn/f_test"], y, metric)
+    t, e, e_ntk = _later(t_all, err, prediction_error(run["/theory/learn/f_ntk_test"], y, metric))
+    ax.plot(t, e, color=color, lw=2, label=name)
+    ax.plot(t, e_ntk, color=color, lw=1.2, ls="--", label=f"{name}: NTK theory" if label else "NTK theory")
+    if "sim" in run.sources:
+        ts, es = _later(run["/sim/learn/t"], prediction_error(run["/sim/learn/f_test"].mean(axis=1), y, metric))
+        ax.plot(ts, es, color=color, lw=0, marker="o", ms=3.5, label=f"{name}: simulation mean")
+    t_best, e_best = best_stopping(t, e)
+    ax.plot([t_best], [e_best], marker="*", ms=13, color=color, mec="k", lw=0,
+            label=f"best stopping t* = {t_best:.3g}")
+    _mark_relaxation(ax, run)
+    _log_time(ax)
+    ax.set_ylabel("test MSE of the mean predictor" if metric == "mse" else "test 0–1 error of the mean predictor")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _nearest(t: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Index of the recorded time nearest each wanted time (in log(1 + t): t = 0 stays reachable)."""
+    return np.array([int(np.argmin(np.abs(np.log1p(t) - np.log1p(w)))) for w in wanted])
+
+
+def predictor_histograms(run: store.Run, phase: str = "drift", times: Optional[Sequence[float]] = None,
+                         split: str = "train", bins: int = 30, means: Optional[np.ndarray] = None,
+                         variances: Optional[np.ndarray] = None) -> Figure:
+    """Per-class histograms of the predictor at chosen times of ``phase`` (SPEC §6, §9 finding 5): one
+    column per time (the recorded times nearest ``times``; default 4 spread over the phase), one row per
+    source — theory (the mean predictor of each example) and simulation (every network on every example).
+
+    ``means`` and ``variances``: optional per-example Gaussian predictions of the ensemble's predictor
+    (SPEC §10), [len(times), P] for the chosen times or [n, P] for every recorded time of the phase;
+    their class-wise mixture density is drawn over the histograms (over the simulation row when there is one).
+    """
+    if phase not in run.phases:
+        raise ValueError(f"phase={phase!r} is not in this run: it has {list(run.phases)}")
+    sources = [s for s in ("theory", "sim") if s in run.sources]
+    t = run[f"/{sources[0]}/{phase}/t"]
+    # default: the start, one and five relaxation times 1/γ (where drift reshapes the code), the end
+    wanted = np.array([0.0, 1.0, 5.0]) / _gamma(run) if times is None else np.asarray(times, dtype=float)
+    idx = _nearest(t, np.append(wanted, t[-1]) if times is None else wanted)
+    if (means is None) != (variances is None):
+        raise ValueError("means and variances go together: give both or neither")
+    y = run[f"/task/y_{split}"]
+    if means is not None:
+        means, variances = np.asarray(means), np.asarray(variances)
+        if means.shape != variances.shape or means.shape not in ((len(idx), len(y)), (len(t), len(y))):
+            raise ValueError(f"means and variances must both have shape [{len(idx)} chosen times or {len(t)} "
+                             f"recorded times, {len(y)}]; got {means.shape} and {variances.shape}")
+        if means.shape[0] != len(idx):  # one row per recorded time: pick the chosen ones
+            means, variances = means[idx], variances[idx]
+    colors = dict(zip((1.0, -1.0), palette(2)))
+    fig, axes = plt.subplots(len(sources), len(idx), figsize=(3.2 * len(idx), 2.8 * len(sources)),
+                             layout="constrained", squeeze=False)
+    xlabel = "t − t0" if phase == "drift" else "t"
+    for r, source in enumerate(sources):
+        f = run[f"/{source}/{phase}/f_{split}"]
+        for c, i in enumerate(idx):
+            ax = axes[r, c]
+            vals = f[i] if source == "theory" else f[i].reshape(-1, f.shape[-1])  # [P] or [E, P]
+            labels = np.broadcast_to(y, vals.shape).ravel()
+            df = pd.DataFrame({"f": vals.ravel(), "class": np.where(labels > 0, "y = +1", "y = −1")})
+            sns.histplot(df, x="f", hue="class", hue_order=["y = +1", "y = −1"], bins=bins, stat="density",
+                         common_norm=False, element="step", palette=[colors[1.0], colors[-1.0]], ax=ax,
+                         legend=(r == 0 and c == 0))
+            if means is not None and (source == "sim" or len(sources) == 1):
+                lo, hi = ax.get_xlim()
+                grid = np.linspace(lo, hi, 200)
+                for cls, col in colors.items():
+                    m, v = means[c][y == cls], np.maximum(variances[c][y == cls], 1e-300)
+                    dens = np.exp(-(grid[:, None] - m) ** 2 / (2 * v)) / np.sqrt(2 * np.pi * v)
+                    ax.plot(grid, dens.mean(axis=1), color=col, lw=1.5,
+                            label="predicted density" if cls > 0 else None)
+                ax.legend(fontsize=7)
+            ax.set_title(f"{source}, {xlabel} = {t[i]:.3g}", fontsize=9)
+            ax.set_xlabel(f"f(x) on {split} examples  [label units]")
+            ax.set_ylabel("density" if c == 0 else "")
+    return fig
+
+
+def drift_accuracy(run: store.Run, ax=None, label: Optional[str] = None, color=None) -> Figure:
+    """Decoding accuracy over the drift phase (driftsim.decode; SPEC §6, §9 finding 5): the theory's mean
+    predictor (solid) with its decorrelated limit (§6.4, horizontal line), the simulated networks'
+    single-network and population readers and, when recorded, hidden-layer decoders fixed at the freeze
+    or retrained; chance (0.5) in grey."""
+    if "drift" not in run.phases:
+        raise ValueError(f"{run.path} has no drift phase (protocol.t0 unset): nothing to plot")
+    fig, ax = _axes(ax)
+    name = f"{label}: " if label else ""
+    series = [("theory", "accuracy", "-", "theory mean predictor"),
+              ("sim", "accuracy", "--", "one network's predictor"),
+              ("sim", "accuracy_population", "-.", "ensemble of predictors"),
+              ("sim", "population_fixed", ":", "hidden layer, decoder fixed at t0"),
+              ("sim", "population_retrained", (0, (1, 3)), "hidden layer, decoder retrained")]
+    present = [s for s in series if f"/decode/{s[0]}/drift/{s[1]}" in run]
+    colors = [color] * len(present) if color is not None else palette(len(present))
+    for (source, key, ls, what), c in zip(present, colors):
+        t, acc = _later(run[f"/{source}/drift/t"], run[f"/decode/{source}/drift/{key}"])
+        ax.plot(t, acc, color=c, ls=ls, lw=2, marker="o", ms=3, label=name + what)
+        if key == "accuracy" and source == "theory" and "/decode/theory/drift/accuracy_inf" in run:
+            ax.axhline(float(run["/decode/theory/drift/accuracy_inf"]), color=c, lw=1.2, ls=(0, (5, 2, 1, 2)),
+                       label=name + "decorrelated limit (§6.4)")
+    ax.axhline(0.5, color="0.5", lw=1, ls=":", label="chance")
+    _log_time(ax, DRIFT_TIME_LABEL)
+    ax.set_ylabel("decoding accuracy (cross-validated)")
+    ax.set_ylim(0.4, 1.02)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def standard_figures(run: store.Run) -> dict[str, Figure]:
+    """The figures ``driftsim-plot`` writes for one run, by name: trajectories and error (when the run has
+    theory), histograms of the last phase and drift accuracy (when it has a drift phase)."""
+    figs = {}
+    if "theory" in run.sources:
+        figs["trajectories"] = predictor_trajectories(run)
+        figs["error"] = generalisation_error(run)
+    elif "sim" in run.sources:
+        figs["trajectories"] = predictor_trajectories(run)
+    figs["histograms"] = predictor_histograms(run, phase=run.phases[-1])
+    if "drift" in run.phases:
+        figs["drift_accuracy"] = drift_accuracy(run)
+    return figs
+
+
+def save_figures(figs: dict[str, Figure], folder: Union[str, os.PathLike], prefix: str = "") -> list[Path]:
+    """Write each figure as ``folder/<prefix><name>.png`` (folder created) and close it; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figs.items():
+        path = folder / f"{prefix}{name}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------------ notebook helpers
+
+def figures_dir(default: Union[str, os.PathLike] = "figures") -> Path:
+    """Where the analyses save PNGs: $DRIFTSIM_FIGURES, else ``default`` (created)."""
+    folder = Path(os.environ.get("DRIFTSIM_FIGURES", default))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def sweep(folder: Union[str, os.PathLike], *overrides: str) -> list[store.Run]:
+    """Run ``driftsim -m <overrides>`` with its files in ``folder`` (jobs already complete there are
+    skipped by the app) and read every run file found there, in path order."""
+    exe = Path(sys.executable).with_name("driftsim")  # the venv's console script, PATH or not
+    proc = subprocess.run([str(exe), "-m", f"hydra.sweep.dir={folder}", *overrides], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"driftsim -m {' '.join(overrides)} failed:\n{proc.stderr[-3000:]}")
+    return [store.read_run(p) for p in sorted(Path(folder).rglob("*.h5"))]
