@@ -4,7 +4,8 @@ With ρ = e^(−γ(t−s)) and u = e^(−2γs) (t ≥ s), every weight correlati
 C(s,s) = σ² + Δu, C(t,t) = σ² + Δuρ², C(t,s) = ρ C(s,s), Δ = σ0² − σ². Hence
 
     NDK(t,s)                 = ρ H(ρ, u),      H = K_L + ρ C(s,s) K'_L G_L,
-    frozen kernel (§6.2)     = e^(−γ(t0−s)) H(ρ_ts, u_s).
+    frozen kernel (§6.2)     = e^(−γ(t0−s)) H(ρ_ts, u_s),
+    prior covariance (§3.1)  = K_GP(t,s) = ρ G(ρ, u),      G = C(s,s) K_L   (``prior_part=True``).
 
 We write H(ρ, u) = H(0, u) + Σ_k B_k(u) ρ^{α_k} with a fixed ladder of rates α_k (a few integers,
 then log-spaced up to the smallest lag that matters) fitted by least squares in ρ, and Lagrange
@@ -61,18 +62,21 @@ def _chebyshev_nodes(m: int) -> Tensor:
     return 0.5 * (1 - torch.cos(math.pi * k / (m - 1)))
 
 
-def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor) -> Tensor:
-    """H(ρ(τ), u(s)) = K_L + ρ C(s,s) K'_L G_L at times (s + τ, s); τ: [n] → [n, p, q]."""
+def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor, prior_part: bool) -> Tensor:
+    """H(ρ(τ), u(s)) = K_L + ρ C(s,s) K'_L G_L at times (s + τ, s), or G = C(s,s) K_L; τ: [n] → [n, p, q]."""
     prior = model.prior
     s_ = torch.full_like(tau, s)
     tt = model.two_time(s + tau, s_, xa, xb)
+    if prior_part:
+        return prior.var(s_)[:, None, None] * tt.k
     rho_c = (torch.exp(-prior.gamma * tau) * prior.var(s_))[:, None, None]
     return tt.k + rho_c * tt.kp * tt.g
 
 
 def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: float,
-           per_decade: int = 6, u_nodes: int = 12) -> Expansion:
-    """Fit the expansion of H (module docstring) for lags up to ``t_span`` resolved down to ``tau_min``.
+           per_decade: int = 6, u_nodes: int = 12, prior_part: bool = False) -> Expansion:
+    """Fit the expansion of H (module docstring) for lags up to ``t_span`` resolved down to ``tau_min``;
+    with ``prior_part`` that of G = K_GP/ρ instead, on the same rates and nodes.
 
     xa: [p, N0], xb: [q, N0]; the fit runs in float64 on the CPU and the coefficients move to xa's device.
     """
@@ -99,10 +103,12 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
         su = torch.full((1,), s, dtype=torch.float64)
         m_inf = model.last_layer_mean(torch.full((1,), prior.sigma ** 2, dtype=torch.float64), xa_c)[0]
         h0 = m_inf[:, None] * model.last_layer_mean(prior.var(su), xb_c)[0][None, :]
-        target = (_h_samples(model, tau_fit, s, xa_c, xb_c) - h0).reshape(tau_fit.numel(), -1)
+        if prior_part:  # G(0, u) = C(s,s) m_∞ m_s
+            h0 = prior.var(su) * h0
+        target = (_h_samples(model, tau_fit, s, xa_c, xb_c, prior_part) - h0).reshape(tau_fit.numel(), -1)
         sol = torch.linalg.lstsq(b_fit, target, driver="gelsd").solution  # [K-1, p*q]
         coef[0, m] = h0
         coef[1:, m] = sol.reshape(-1, p, q)
-        val = (_h_samples(model, tau_val, s, xa_c, xb_c) - h0).reshape(tau_val.numel(), -1)
+        val = (_h_samples(model, tau_val, s, xa_c, xb_c, prior_part) - h0).reshape(tau_val.numel(), -1)
         err = max(err, float((b_val @ sol - val).abs().max()))
     return Expansion(alpha=alpha.to(dev), u_nodes=nodes.to(dev), coef=coef.to(dev), fit_error=err)

@@ -4,6 +4,7 @@ drift predictor (SPEC §5, §6), from the kernels of ``kernels.py`` and the solv
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
@@ -13,10 +14,10 @@ from .activations import Activation
 from .kernels import KernelModel, check_inputs
 from .prior import Prior
 from .results import Equilibrium, TheoryDrift, TheoryLearn, TheoryResult
-from .expansion import expand
+from .expansion import Expansion, expand
 from .volterra import graded_grid, solve_separable
 
-__all__ = ["solve", "grid_for", "ntk_predictor", "nngp_predictor"]
+__all__ = ["solve", "grid_for", "discretise", "Discretisation", "ntk_predictor", "nngp_predictor"]
 
 # grid constants of grid_for, calibrated in tests/test_theory.py::test_refinement_order
 GRID_FIRST, GRID_GROWTH, GRID_MAX = 7.0, 3.5, 1.75
@@ -70,6 +71,35 @@ def grid_for(model: KernelModel, x_train: Tensor, t_end: float, tol: float, incl
     return grid, h_first
 
 
+@dataclass(frozen=True)
+class Discretisation:
+    """What the mean predictor was computed on, for the fluctuations (SPEC §10) to reuse: the grid t
+    [n_grid] (float64, on the device), the NDK expansion over (all points, training points), the grid
+    indices rec [n] of the recorded times and i0 of the freeze (0 without one), and the expansion's
+    lag range (t_span, tau_min)."""
+    t: Tensor
+    ndk: Expansion
+    rec: Tensor
+    i0: int
+    t_span: float
+    tau_min: float
+
+
+def discretise(model: KernelModel, x_train: Tensor, x_all: Tensor, t_learn: Tensor, t0: Optional[float],
+               t_drift: Optional[Tensor], tol: float) -> Discretisation:
+    """SPEC §11 grid through the recorded times and t0, and the expansion of H over (x_all, x_train)."""
+    device = x_train.device
+    include = torch.cat([t_learn, torch.tensor([t0 if t0 is not None else 0.0], dtype=torch.float64)])
+    t, h_first = grid_for(model, x_train, float(t_learn[-1]), tol, include)
+    t = t.to(device)
+    t_span = float(t_learn[-1]) + (float(t_drift.max()) if t0 is not None else 0.0)
+    tau_min = 0.1 * h_first
+    ex = expand(model, x_all, x_train, t_span=t_span, tau_min=tau_min)
+    rec = torch.searchsorted(t, t_learn.to(device))
+    i0 = int(torch.searchsorted(t, torch.tensor(float(t0 or 0.0), dtype=t.dtype, device=device)))
+    return Discretisation(t=t, ndk=ex, rec=rec, i0=i0, t_span=t_span, tau_min=tau_min)
+
+
 def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation],
           prior: Prior, t_learn: Tensor, t0: Optional[float] = None, t_drift: Optional[Tensor] = None,
           tol: float = 1e-4, progress: bool = True) -> TheoryResult:
@@ -100,14 +130,9 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     k_ntk, k_gp = model.ntk(x_all, x_all), model.nngp(x_all, x_all)
     f_ntk_train, f_ntk_test = ntk_predictor(k_ntk, p, y, t_learn.to(device))
 
-    include = torch.cat([t_learn, torch.tensor([t0 if t0 is not None else 0.0], dtype=torch.float64)])
-    t, h_first = grid_for(model, x_train, t_end, tol, include)
-    t = t.to(device)
-    t_span = t_end + (float(t_drift.max()) if t0 is not None else 0.0)
-    ex = expand(model, x_all, x_train, t_span=t_span, tau_min=0.1 * h_first)
+    disc = discretise(model, x_train, x_all, t_learn, t0, t_drift, tol)
+    t, ex, rec, i0 = disc.t, disc.ndk, disc.rec, disc.i0
     gamma = prior.gamma
-    rec = torch.searchsorted(t, t_learn.to(device))
-    i0 = int(torch.searchsorted(t, torch.tensor(float(t0 or 0.0), dtype=t.dtype, device=device)))
     keep, slot = torch.unique(torch.cat([rec, torch.tensor([i0], device=device)]), return_inverse=True)
     # NDK = ρ H: the rates of the learning kernel are α + 1 (expansion.py)
     f, z = solve_separable(ex.coef[:, :, :p], (ex.alpha + 1) * gamma, ex.basis_u(torch.exp(-2 * gamma * t)),
@@ -126,4 +151,4 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
         drift = TheoryDrift(t0=float(t0), t=tau, f_train=f_fr[:, :p], f_test=f_fr[:, p:],
                             f_inf_train=f_inf[:p], f_inf_test=f_inf[p:])
     return TheoryResult(learn=learn, nngp=nngp, ntk=ntk_eq, kernel_nngp=k_gp, kernel_ntk=k_ntk, drift=drift,
-                        grid_size=int(t.shape[0]), fit_error=ex.fit_error)
+                        grid_size=int(t.shape[0]), fit_error=ex.fit_error, discretisation=disc)

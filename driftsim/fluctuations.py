@@ -1,0 +1,168 @@
+"""Covariance of the predictor over the ensemble during learning and drift (SPEC §10, §3.1, §5.1, §6).
+
+Per network (SPEC §5.1) f = f_0 + K_d ∗ (Y − f), so the fluctuation δf = f − f̄ solves
+δf(x,t) = f_0(x,t) − ∫_0^t K_d(t,s,x,X) δf_X(s) ds: linear in the Gaussian prior process f_0 of covariance
+K_GP(t,s) = C(t,s) K_L(t,s), hence Gaussian. After the freeze (SPEC §6.1) the readout keeps its prior part
+a_0(t0) and the hidden weights keep drifting, so the prior part of the output is f_0^fr(x,t) =
+a_0(t0).φ(h_0(x,t))/√N with, for s ≤ t0 ≤ t, t',
+
+    Cov(f_0^fr(x,t), f_0(x',s))    = C(t0,s)  K_L(t,s,x,x'),
+    Cov(f_0^fr(x,t), f_0^fr(x',t')) = C(t0,t0) K_L(t,t',x,x'),
+
+and δf(x,t) = f_0^fr(x,t) − ∫_0^{t0} K_fr(t,s,x,X) δf_X(s) ds with the frozen-readout kernel of §6.2.
+
+Discretisation: that of the mean (theory.solve): the same grid, expansion of H and exact exponential
+product-integration weights, so that the discrete δf_X = (I + 𝒦)⁻¹ f0_X with 𝒦 block-lower-triangular.
+A target (point p at recorded time t_a, or at t0 + τ) reads δf_p = f0_p − g·δf_X = f0_p + ψ·f0_X with
+ψ = −g (I + 𝒦)⁻¹, a row of the resolvent found by one backward sweep, all targets at once: the running
+sums Y_k(j) = Σ_{i≥j} ψ(i) e^(−μ_k(t_i−t_j)) carry the separable history, exactly as z_km does forward in
+volterra.solve_separable. K_GP = ρ G(ρ,u) is expanded on the same rates (expansion.expand, prior_part),
+so the same running sums also contract ψ with K_GP(t_l, t_l') over all pairs of grid times:
+
+    Cov = K_GP(target, target) + X + Xᵀ + S + Sᵀ,   X = Σ_l ψ(l) K_GP(t_l, target),
+    S = Σ_l Σ_k (Y_k(l) − ψ(l)/2) G_k(l) ψ(l)ᵀ      (pairs l' ≥ l, the diagonal counted half each way).
+
+Cost per grid step O(R K P²) for R target rows (targets × points), K rates, P training points, plus
+forming the two kernels' coefficients at the step, O(K M P (P+Q)) as in the mean solution; no
+(n_grid·P)² array exists. Shapes: n, m recorded times, P training and Q test points.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .activations import Activation
+from .expansion import expand
+from .kernels import KernelModel, check_inputs
+from .prior import Prior
+from .theory import Discretisation, _check_times, discretise
+from .volterra import exponential_weights
+
+__all__ = ["PhaseCovariance", "predictor_covariance"]
+
+
+@dataclass
+class PhaseCovariance:
+    """SPEC §10 covariance over the ensemble at the recorded times of one phase (drift: times since t0).
+
+    var_train [n, P]: variance of each training point's predictor (NaN for points not asked for);
+    cov_test [n, Q, Q]: covariance between the test points' predictors (NaN rows/columns likewise).
+    """
+    t: Tensor
+    var_train: Tensor
+    cov_test: Tensor
+
+
+def _rows_of_resolvent(disc: Discretisation, prior_ex, gamma: float, p: int, pts: Tensor, anchors: Tensor,
+                       scales: Tensor, progress: bool) -> tuple[Tensor, Tensor]:
+    """Backward sweep (module docstring) for B blocks of targets, each the points ``pts`` [r] (indices
+    into training + test points) read at grid index anchors[b] with per-rate scales[b] [K] of the kernel
+    (1 while learning, e^(−αγτ) after the freeze). Returns X and S, each [B, r, r]."""
+    t, ex = disc.t, disc.ndk
+    n1, dev, dt = t.shape[0], t.device, t.dtype
+    mu = (ex.alpha + 1) * gamma
+    kk, r = mu.shape[0], pts.shape[0]
+    nb = anchors.shape[0]
+    ell = ex.basis_u(torch.exp(-2 * gamma * t))  # [n1, M]
+    steps = exponential_weights(mu[None, :], torch.diff(t)[:, None])  # 3 × [n1 − 1, K]
+    # indexed by grid point j: step j+1 (decay, w0; zero past the end) and step j (w1; zero at j = 0)
+    zero = torch.zeros(1, kk, dtype=dt, device=dev)
+    decay, w0 = (torch.cat([w, zero]) for w in steps[:2])
+    w1 = torch.cat([zero, steps[2]])
+    # blocks sorted by anchor: the active ones (anchor ≥ j) are a suffix
+    order = torch.argsort(anchors)
+    anchors, scales = anchors[order], scales[order]
+    y = torch.zeros(kk, nb, r, p, dtype=dt, device=dev)  # Y_k(j+1)
+    e = torch.zeros(nb, kk, dtype=dt, device=dev)  # λ_k e^(−μ_k(t_a − t_{j+1})) of each block's own point
+    x_acc = torch.zeros(nb, r, r, dtype=dt, device=dev)
+    s_acc = torch.zeros_like(x_acc)
+    eye = torch.eye(p, dtype=dt, device=dev)
+    for j in tqdm(range(n1 - 1, -1, -1), desc="theory: covariance", disable=not progress, leave=False,
+                  mininterval=1.0):
+        first = int(torch.searchsorted(anchors, torch.tensor(j, device=dev)))
+        if first == nb:
+            continue
+        c = torch.einsum("kmaq,m->kaq", ex.coef, ell[j])  # K_d rows: [K, P+Q, P]
+        g_c = torch.einsum("kmaq,m->kaq", prior_ex.coef, ell[j])  # K_GP rows
+        c_xx, gc_xx = c[:, :p], g_c[:, :p]
+        ya, ea = y[:, first:], e[first:]
+        e_new = torch.where((anchors[first:] == j)[:, None], scales[first:], ea * decay[j])
+        # weight of δf_X(t_j) in the targets' own histories, and in those of the later ψ(i), i > j
+        rhs = torch.einsum("bk,krq->brq", w1[j] * e_new + w0[j] * ea, c[:, pts])
+        rhs = rhs + torch.einsum("k,kbrp,kpq->brq", w1[j] * decay[j] + w0[j], ya, c_xx)
+        lhs = eye + torch.einsum("k,kpq->pq", w1[j], c_xx)  # I + 𝒦(t_j, t_j)
+        psi = -torch.linalg.solve(lhs, rhs.reshape(-1, p), left=False).reshape(-1, r, p)
+        ya = decay[j][:, None, None, None] * ya + psi
+        y[:, first:], e[first:] = ya, e_new
+        half = torch.einsum("kbrp,kpq->brq", ya - psi / 2, gc_xx)
+        s_acc[first:] += torch.einsum("bip,bjp->bij", half, psi)
+        cross = torch.einsum("bk,krq->brq", e_new, g_c[:, pts])  # K_GP(target, t_j) per target point
+        x_acc[first:] += torch.einsum("bip,bjp->bij", psi, cross)
+    back = torch.argsort(order)
+    return x_acc[back], s_acc[back]
+
+
+def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation],
+                         prior: Prior, t_learn: Tensor, t0: Optional[float] = None,
+                         t_drift: Optional[Tensor] = None, tol: float = 1e-4,
+                         points: Optional[Sequence[int]] = None, test_points: Optional[Sequence[int]] = None,
+                         discretisation: Optional[Discretisation] = None,
+                         progress: bool = False) -> dict[str, PhaseCovariance]:
+    """SPEC §10: covariance of the predictor over the ensemble, {"learn": ..., "drift": ...} (drift with t0).
+
+    x_train [P, N0], x_test [Q, N0]; t_learn [n], t_drift [m] as for theory.solve (same grid for the same
+    tol). points / test_points: indices of the training / test points to include (None: all); the
+    cost grows linearly with their number. discretisation: ``TheoryResult.discretisation`` of the mean
+    solution of the same arguments, reused instead of recomputed. Float64 on the device of x_train.
+    """
+    x_train = check_inputs("x_train", x_train)
+    x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
+    t_learn = _check_times("t_learn", t_learn)
+    if t0 is not None and t_drift is None:
+        raise ValueError("t_drift (times since the freeze) must be given with t0")
+    dev = x_train.device
+    x_train, x_test = (a.to(device=dev, dtype=torch.float64) for a in (x_train, x_test))
+    p, q = x_train.shape[0], x_test.shape[0]
+    model = KernelModel(activation, depth, prior)
+    x_all = torch.cat([x_train, x_test])
+    disc = discretisation or discretise(model, x_train, x_all, t_learn, t0, t_drift, tol)
+    gamma = prior.gamma
+    prior_ex = expand(model, x_all, x_train, t_span=disc.t_span, tau_min=disc.tau_min, prior_part=True)
+    tr = torch.arange(p) if points is None else torch.as_tensor(list(points), dtype=torch.long)
+    te = torch.arange(q) if test_points is None else torch.as_tensor(list(test_points), dtype=torch.long)
+    tr, te = tr.to(dev), te.to(dev)
+    pts = torch.cat([tr, p + te])
+    xp = x_all[pts]
+    kk = disc.ndk.alpha.shape[0]
+    n = t_learn.shape[0]
+    anchors, scales = [disc.rec], [torch.ones(n, kk, dtype=torch.float64, device=dev)]
+    t_learn = t_learn.to(dev)
+    # prior covariance of the targets themselves: K_GP(t,t) while learning
+    own = [model.prior_cov(t_learn, t_learn, xp, xp)]
+    if t0 is not None:
+        tau = _check_times("t_drift", t_drift).to(dev)
+        anchors.append(torch.full_like(tau, disc.i0, dtype=torch.long))
+        scales.append(torch.exp(-gamma * tau[:, None] * disc.ndk.alpha[None, :]))
+        # after the freeze C(t0,t0) K_L(t,t): the readout's prior part stays at its value at t0
+        t_now = t0 + tau
+        c00 = prior.var(torch.tensor(float(t0), dtype=torch.float64, device=dev))
+        own.append(c00 * model.two_time(t_now, t_now, xp, xp).k)
+    x_acc, s_acc = _rows_of_resolvent(disc, prior_ex, gamma, p, pts, torch.cat(anchors), torch.cat(scales),
+                                      progress)
+    cov = torch.cat(own) + x_acc + x_acc.transpose(1, 2) + s_acc + s_acc.transpose(1, 2)
+    out, start = {}, 0
+    for name, times in (("learn", t_learn), ("drift", None if t0 is None else tau)):
+        if times is None:
+            continue
+        block = cov[start:start + times.shape[0]]
+        start += times.shape[0]
+        var_train = torch.full((times.shape[0], p), float("nan"), dtype=torch.float64, device=dev)
+        var_train[:, tr] = torch.diagonal(block[:, :len(tr), :len(tr)], dim1=1, dim2=2)
+        cov_test = torch.full((times.shape[0], q, q), float("nan"), dtype=torch.float64, device=dev)
+        cov_test[:, te[:, None], te[None, :]] = block[:, len(tr):, len(tr):]
+        out[name] = PhaseCovariance(t=times, var_train=var_train, cov_test=cov_test)
+    return out
