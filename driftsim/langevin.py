@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
@@ -31,7 +32,7 @@ from .prior import Prior
 from .results import SimPhase, SimResult
 
 __all__ = ["Noise", "State", "Scheme", "prior_coefficients", "langevin", "euler", "mpl", "mpl_readout_draw",
-           "prior_drift", "simulate", "DIVERGENCE_LIMIT"]
+           "prior_drift", "leave_a_core", "simulate", "DIVERGENCE_LIMIT"]
 
 DIVERGENCE_LIMIT = 1e6  # |f| beyond this (labels are ±1) counts as a diverged run
 CHECK_EVERY = 16  # steps between divergence checks (each one synchronises a GPU)
@@ -57,6 +58,10 @@ class Noise:
         self._sets: list[list[tuple[Tensor, Tensor]]] = []  # two sets of prefetch buffers
         self._signature: list[tuple] = []
         self._pending: Optional[Future] = None
+
+    @property
+    def prefetching(self) -> bool:
+        return self._worker is not None
 
     def _pairs(self, t: Tensor) -> Tensor:
         return t.view(t.shape[0] // self.group, self.group, *t.shape[1:])
@@ -217,7 +222,8 @@ def mpl_readout_draw(activity: Tensor, y: Tensor, a_prev: Tensor, lam: float, pr
     With B = φ(h_L)/sqrt(N) [E, N, P] (``activity`` = φ(h_L)) the cost is quadratic in a, and
     exp{−(β/2)[1/2||Bᵀa − y||² + (γ/2)||a||² + (λ/2)||a − a_prev||²]} is the Gaussian
     N(A⁻¹(By + λ a_prev), 2T A⁻¹), A = c I + BBᵀ, c = λ + γ. Drawn as A⁻¹(B(y + sqrt(2T) η) + λ a_prev
-    + sqrt(2Tc) ξ) (covariance 2T A⁻¹(cI + BBᵀ)A⁻¹ = 2T A⁻¹), A⁻¹ by Woodbury with a P×P Cholesky factor.
+    + sqrt(2Tc) ξ) (covariance 2T A⁻¹(cI + BBᵀ)A⁻¹ = 2T A⁻¹), A⁻¹ by Woodbury with a P×P Cholesky
+    factor.
     y [P], a_prev [E, N] → a [E, N].
     """
     E, N, P = activity.shape
@@ -339,6 +345,19 @@ def prior_drift(prior: Prior, kind: str = "ou", lam: Optional[float] = None, rea
     return Scheme(init_state, step)
 
 
+@contextmanager
+def leave_a_core(noise: Noise):
+    """Context: while ``noise`` prefetches on its worker thread, torch's intra-op pool gets one thread fewer
+    (an oversubscribed OpenMP pool stalls badly: 10-20x slower steps measured on 2 cores)."""
+    threads = torch.get_num_threads()
+    if noise.prefetching and threads > 1:
+        torch.set_num_threads(threads - 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _check_times(name: str, t: Tensor) -> Tensor:
     t = torch.as_tensor(t, dtype=torch.float64).cpu()
     if t.dim() != 1 or len(t) == 0 or t[0] != 0 or not bool(torch.isfinite(t).all()) or bool((t.diff() <= 0).any()):
@@ -452,8 +471,9 @@ def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: Proto
 
     state = scheme.init(net, g_learn)
     steps = 0
-    with state.noise, tqdm(total=sum(n for n, _ in plan) + n_drift, unit="step", desc=f"sim {dynamics.scheme}",
-              disable=not progress, dynamic_ncols=True) as bar:
+    bar = tqdm(total=sum(n for n, _ in plan) + n_drift, unit="step", desc=f"sim {dynamics.scheme}",
+               disable=not progress, dynamic_ncols=True)
+    with state.noise, leave_a_core(state.noise), bar:
         for k, t_stop in enumerate(stops):
             if k > 0:
                 n, h = plan[k - 1]

@@ -134,7 +134,7 @@ class Ensemble:
         return Forward(x, hs, phis, self.head(phis[-1]))
 
     def backward(self, fw: Forward, r: Tensor) -> list[Tensor]:
-        """δ_l = ∂L/∂h_l [E, N, P] for L = Σ_μ r_μ f_μ with r [E, P] held fixed (r = f − y: the squared loss).
+        """δ_l = ∂L/∂h_l [E, N, P] for L = Σ_μ r_μ f_μ with r [E, P] held fixed (r = f − y: squared loss).
 
         Column μ only feeds f_μ, so r = 1 gives the per-point derivatives ∂f_μ/∂h_l(x_μ) (used by ``ntk``).
         """
@@ -153,8 +153,8 @@ class Ensemble:
                     alpha: float, beta: float = 1.0) -> list[Optional[Tensor]]:
         """out ← beta·out + alpha·∇_Θ L in place, one fused GEMM per weight tensor (L as in ``backward``).
 
-        ``out`` is laid out like ``params`` (shapes [E, N, N0], [E, N, N], ..., [E, N]); None entries are
-        skipped. With beta = 0 the old content of ``out`` is ignored (it may be uninitialised); with
+        ``out`` is laid out like ``params`` (shapes [E, N, N0], [E, N, N], ..., [E, N], the first stored
+        input-major like ``hidden[0]``: ``torch.empty_like`` keeps that); None entries are skipped. With beta = 0 the old content of ``out`` is ignored (it may be uninitialised); with
         out = params and beta = e^(−γdt), alpha = −dt this is the drift of a Langevin step (SPEC §8).
         """
         E, N, P = self.size, self.width, fw.f.shape[1]
@@ -172,7 +172,7 @@ class Ensemble:
         return out
 
     def gradient(self, x: Tensor, y: Tensor) -> list[Tensor]:
-        """∇_Θ of the squared loss 1/2 Σ_μ (f(x_μ) − y_μ)² (SPEC §1.2 without the prior term) for all networks.
+        """∇_Θ of the squared loss 1/2 Σ_μ (f(x_μ) − y_μ)² (SPEC §1.2 without the prior term), all networks.
 
         x [P, N0], y [P] → tensors shaped like ``params``.
         """
@@ -182,10 +182,10 @@ class Ensemble:
         return self.accumulate_(out, fw, self.backward(fw, r), r, alpha=1.0, beta=0.0)
 
     def ntk(self, x: Tensor) -> Tensor:
-        """Empirical NTK Σ_Θ ∂f(x_μ)/∂Θ · ∂f(x_ν)/∂Θ of every network (SPEC §3.2 at finite width): [E, P, P].
+        """Empirical NTK Σ_Θ ∂f(x_μ)/∂Θ · ∂f(x_ν)/∂Θ per network (SPEC §3.2, finite width): [E, P, P].
 
-        Per layer the weight gradient of f_μ is δ_l^μ φ(h_{l−1}^μ)ᵀ / sqrt(N_{l−1}), so the kernel is a sum of
-        Hadamard products of Gram matrices; no per-point Jacobian is materialised.
+        Per layer the weight gradient of f_μ is δ_l^μ φ(h_{l−1}^μ)ᵀ / sqrt(N_{l−1}), so the kernel is a sum
+        of Hadamard products of Gram matrices; no per-point Jacobian is materialised.
         """
         fw = self.forward(x)
         deltas = self.backward(fw, torch.ones_like(fw.f))

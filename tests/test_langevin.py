@@ -22,6 +22,16 @@ from driftsim.times import record_times
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_intra_op_thread():
+    """Many small ops per step: on a small shared machine an OpenMP pool that loses its cores to other
+    processes stalls (10x slower steps measured on 2 busy cores); one thread is robust."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -95,9 +105,9 @@ def test_drift_transitions_are_exact_ou_and_freeze_the_readout(readout):
 
 
 def test_mpl_prior_only_chain_is_the_ar1_of_spec():
-    """SPEC §1.3 under the prior alone: θ_t = κθ_{t−1} + sqrt(v)ξ, κ = 1/(1 + γ/λ), v = 2σ²(γ/λ)/(1 + γ/λ),
-    stationary variance σ²(1 + γ/λ)/(1 + γ/(2λ)) (6 % above σ² here), and the drift phase's closed-form
-    composition of ⌈λΔ⌉ steps has the same law."""
+    """SPEC §1.3 under the prior alone: θ_t = κθ_{t−1} + sqrt(v)ξ, κ = 1/(1 + γ/λ),
+    v = 2σ²(γ/λ)/(1 + γ/λ), stationary variance σ²(1 + γ/λ)/(1 + γ/(2λ)) (6 % above σ² here), and the
+    drift phase's closed-form composition of ⌈λΔ⌉ steps has the same law."""
     prior, lam = Prior(T=0.5, sigma=1.0, sigma0=0.4), 4.0  # γ/λ = 1/8
     r = prior.gamma / lam
     kappa, v = 1 / (1 + r), 2 * prior.sigma ** 2 * r / (1 + r)
@@ -188,14 +198,14 @@ def test_mpl_inner_sampler_matches_the_transition_density():
 
 def _small_run(scheme="langevin", dt=0.02, lam=50.0, seed=0, antithetic=True, t0=None, freeze="readout",
                activation="erf", t_end=8.0, drift_end=8.0, width=128, ensemble=256, units=0, dtype="float32",
-               progress=False):
+               progress=False, inner=2):
     """Synthetic task (P = 4), depth 1, T = 0.25 (γ = 0.25), σ = σ0 = 1."""
     task = synthetic_task(4, 0.75)
     dyn = DynamicsConfig(T=0.25, sigma=1.0, sigma0=1.0, scheme=scheme, dt=dt, lam=lam)
     t_drift = record_times(drift_end, 6, t_first=0.1) if t0 is not None else None
     return simulate(task, ModelConfig(1, activation, width), dyn, ProtocolConfig(t0=t0, freeze=freeze),
                     SimConfig(ensemble=ensemble, antithetic=antithetic, activity_units=units, dtype=dtype),
-                    record_times(t_end, 8, t_first=0.1), t_drift, seed=seed, progress=progress)
+                    record_times(t_end, 8, t_first=0.1), t_drift, seed=seed, progress=progress, mpl_inner_steps=inner)
 
 
 def _gap(a, b) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,11 +227,12 @@ def test_euler_and_exact_prior_schemes_agree_at_small_dt():
 
 
 def test_mpl_at_large_lambda_reproduces_langevin():
-    """SPEC §1.3: for large λ an MPL step is the Langevin step with dt = 1/λ (the runs draw different noise:
-    2 standard errors)."""
-    run_mpl = _small_run("mpl", lam=50.0, antithetic=False)
-    gap, se = _gap(run_mpl, _small_run("langevin", dt=0.02, antithetic=False))
-    assert torch.all(gap[1:] < 2 * se[1:])
+    """SPEC §1.3: for large λ an MPL step is the Langevin step with dt = 1/λ. The runs start equal and draw
+    different noise: the Monte-Carlo error is that of the per-network differences."""
+    run_mpl = _small_run("mpl", lam=50.0, antithetic=False, width=64, inner=1)
+    run_langevin = _small_run("langevin", dt=0.02, antithetic=False, width=64)
+    gap, se = _mean_and_se(run_mpl.learn.f_test - run_langevin.learn.f_test, False)
+    assert torch.all(gap.abs()[1:] < 3 * se[1:])
     assert run_mpl.info["mpl_acceptance"] > 0.9 and run_mpl.info["dt"] == pytest.approx(0.02)
 
 
