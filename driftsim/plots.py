@@ -21,8 +21,6 @@ The measures (:func:`crossing_time`, :func:`phase_times`, :func:`overshoot`, :fu
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -39,7 +37,7 @@ from . import store  # noqa: E402
 
 __all__ = ["PALETTE", "TIME_LABEL", "DRIFT_TIME_LABEL", "palette", "predictor_trajectories",
            "generalisation_error", "predictor_histograms", "drift_accuracy", "standard_figures", "save_figures",
-           "crossing_time", "phase_times", "overshoot", "best_stopping", "prediction_error", "summary", "sweep",
+           "crossing_time", "phase_times", "overshoot", "best_stopping", "prediction_error", "summary", "compute_runs",
            "figures_dir"]
 
 PALETTE = "colorblind"
@@ -135,6 +133,13 @@ def _gamma(run: store.Run) -> float:
     return d["T"] / d["sigma"] ** 2
 
 
+def _legend(ax) -> None:
+    """Legend with each label once (overlaid runs repeat the shared entries such as "NTK theory")."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8)
+
+
 def _log_time(ax, label: str = TIME_LABEL) -> None:
     ax.set_xscale("log")
     ax.set_xlabel(label)
@@ -191,7 +196,7 @@ def predictor_trajectories(run: store.Run, split: str = "test", points: Optional
     _mark_relaxation(ax, run)
     _log_time(ax)
     ax.set_ylabel(PREDICTOR_LABEL)
-    ax.legend(fontsize=8)
+    _legend(ax)
     return fig
 
 
@@ -218,7 +223,7 @@ def generalisation_error(run: store.Run, metric: str = "mse", ax=None, label: Op
     _mark_relaxation(ax, run)
     _log_time(ax)
     ax.set_ylabel("test MSE of the mean predictor" if metric == "mse" else "test 0–1 error of the mean predictor")
-    ax.legend(fontsize=8)
+    _legend(ax)
     return fig
 
 
@@ -310,7 +315,7 @@ def drift_accuracy(run: store.Run, ax=None, label: Optional[str] = None, color=N
     _log_time(ax, DRIFT_TIME_LABEL)
     ax.set_ylabel("decoding accuracy (cross-validated)")
     ax.set_ylim(0.4, 1.02)
-    ax.legend(fontsize=8)
+    _legend(ax)
     return fig
 
 
@@ -351,12 +356,22 @@ def figures_dir(default: Union[str, os.PathLike] = "figures") -> Path:
     return folder
 
 
-def sweep(folder: Union[str, os.PathLike], *overrides: str) -> list[store.Run]:
-    """Run ``driftsim -m <overrides>`` with its files in ``folder`` (jobs already complete there are
-    skipped by the app) and read every run file found there, in path order."""
-    exe = Path(sys.executable).with_name("driftsim")  # the venv's console script, PATH or not
-    proc = subprocess.run([str(exe), "-m", f"hydra.sweep.dir={folder}", *overrides], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"driftsim -m {' '.join(overrides)} failed:\n{proc.stderr[-3000:]}")
-    return [store.read_run(p) for p in sorted(Path(folder).rglob("*.h5"))]
+def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]) -> dict[str, store.Run]:
+    """Compute runs in this process, as ``driftsim <overrides>`` would, one per job {name: overrides}, into
+    ``folder/<name>.h5``, and read them back. A complete file of the same config is reused (as the app
+    does), so re-running a notebook costs nothing."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from . import app  # registers the config schemas and resolvers
+
+    runs = {}
+    with initialize_config_module("driftsim.conf", version_base="1.3"):
+        for name, overrides in jobs.items():
+            out = Path(folder) / f"{name}.h5"
+            cfg = compose("config", overrides=[*overrides, f"out='{out}'"])  # quoted: names hold "="
+            config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+            if not out.exists() or app._existing_run_differs(out, config_yaml) is not None:
+                app.run(OmegaConf.to_object(cfg), config_yaml, out)
+            runs[name] = store.read_run(out)
+    return runs
