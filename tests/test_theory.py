@@ -45,7 +45,8 @@ def run(act="relu", depth=1, T=0.05, sigma=1.0, sigma0=1.0, task=synthetic, tol=
     return res, (x, y, xt, prior)
 
 
-@pytest.mark.parametrize("act,depth,s0", [("relu", 1, 1.0), ("relu", 2, 0.5), ("erf", 2, 2.0), ("linear", 1, 0.7)])
+@pytest.mark.parametrize("act,depth,s0", [("relu", 1, 1.0), ("relu", 2, 0.5), ("erf", 2, 2.0), ("linear", 1, 0.7),
+                                             ("tanh", 1, 1.0)])
 def test_long_time_limit_is_gp_posterior_mean(act, depth, s0):
     res, (x, y, xt, prior) = run(act, depth, sigma0=s0)
     model = KernelModel(act, depth, prior)
