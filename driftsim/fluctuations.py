@@ -57,53 +57,86 @@ class PhaseCovariance:
     cov_test: Tensor
 
 
-def _rows_of_resolvent(disc: Discretisation, prior_ex, gamma: float, p: int, pts: Tensor, anchors: Tensor,
-                       scales: Tensor, progress: bool) -> tuple[Tensor, Tensor]:
-    """Backward sweep (module docstring) for B blocks of targets, each the points ``pts`` [r] (indices
-    into training + test points) read at grid index anchors[b] with per-rate scales[b] [K] of the kernel
-    (1 while learning, e^(−αγτ) after the freeze). Returns X and S, each [B, r, r]."""
+@dataclass
+class _Group:
+    """Targets swept together: nb blocks of r rows; row i of block b reads point pts[i] (index into training +
+    test points) at grid index anchors[b], with per-rate scales[b, i] [K] of the kernel (1 while learning).
+    Rows of one block are contracted with each other: x, s [nb, r, r] (module docstring's X and S)."""
+    anchors: Tensor
+    pts: Tensor
+    scales: Tensor
+    y: Tensor = None  # Y_k(j+1) [nb, r, K·P]: rows × (rate, point), so that a step is one GEMM
+    e: Tensor = None  # scales · e^(−μ_k(t_a − t_{j+1})), [nb, r, K]
+    x: Tensor = None
+    s: Tensor = None
+    _back: Tensor = None  # undoes the sort by anchor
+
+    def start(self, kk: int, p: int) -> None:
+        order = torch.argsort(self.anchors)  # the active blocks (anchor ≥ j) are then a suffix
+        self.anchors, self.scales = self.anchors[order], self.scales[order]
+        self._back = torch.argsort(order)
+        nb, r = self.scales.shape[:2]
+        like = self.scales
+        self.y = like.new_zeros(nb, r, kk * p)
+        self.e = like.new_zeros(nb, r, kk)
+        self.x, self.s = like.new_zeros(nb, r, r), like.new_zeros(nb, r, r)
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        return self.x[self._back], self.s[self._back]
+
+
+def _sweep(disc: Discretisation, prior_ex, gamma: float, p: int, groups: list[_Group], progress: bool) -> None:
+    """Backward sweep of the module docstring over the grid, all groups at once (results in each group)."""
     t, ex = disc.t, disc.ndk
     n1, dev, dt = t.shape[0], t.device, t.dtype
     mu = (ex.alpha + 1) * gamma
-    kk, r = mu.shape[0], pts.shape[0]
-    nb = anchors.shape[0]
+    kk = mu.shape[0]
     ell = ex.basis_u(torch.exp(-2 * gamma * t))  # [n1, M]
     steps = exponential_weights(mu[None, :], torch.diff(t)[:, None])  # 3 × [n1 − 1, K]
     # indexed by grid point j: step j+1 (decay, w0; zero past the end) and step j (w1; zero at j = 0)
     zero = torch.zeros(1, kk, dtype=dt, device=dev)
     decay, w0 = (torch.cat([w, zero]) for w in steps[:2])
     w1 = torch.cat([zero, steps[2]])
-    # blocks sorted by anchor: the active ones (anchor ≥ j) are a suffix
-    order = torch.argsort(anchors)
-    anchors, scales = anchors[order], scales[order]
-    y = torch.zeros(kk, nb, r, p, dtype=dt, device=dev)  # Y_k(j+1)
-    e = torch.zeros(nb, kk, dtype=dt, device=dev)  # λ_k e^(−μ_k(t_a − t_{j+1})) of each block's own point
-    x_acc = torch.zeros(nb, r, r, dtype=dt, device=dev)
-    s_acc = torch.zeros_like(x_acc)
+    for g in groups:
+        g.start(kk, p)
     eye = torch.eye(p, dtype=dt, device=dev)
     for j in tqdm(range(n1 - 1, -1, -1), desc="theory: covariance", disable=not progress, leave=False,
                   mininterval=1.0):
-        first = int(torch.searchsorted(anchors, torch.tensor(j, device=dev)))
-        if first == nb:
+        firsts = [int(torch.searchsorted(g.anchors, torch.tensor(j, device=dev))) for g in groups]
+        if all(f == g.anchors.shape[0] for f, g in zip(firsts, groups)):
             continue
         c = torch.einsum("kmaq,m->kaq", ex.coef, ell[j])  # K_d rows: [K, P+Q, P]
         g_c = torch.einsum("kmaq,m->kaq", prior_ex.coef, ell[j])  # K_GP rows
         c_xx, gc_xx = c[:, :p], g_c[:, :p]
-        ya, ea = y[:, first:], e[first:]
-        e_new = torch.where((anchors[first:] == j)[:, None], scales[first:], ea * decay[j])
-        # weight of δf_X(t_j) in the targets' own histories, and in those of the later ψ(i), i > j
-        rhs = torch.einsum("bk,krq->brq", w1[j] * e_new + w0[j] * ea, c[:, pts])
-        rhs = rhs + torch.einsum("k,kbrp,kpq->brq", w1[j] * decay[j] + w0[j], ya, c_xx)
-        lhs = eye + torch.einsum("k,kpq->pq", w1[j], c_xx)  # I + 𝒦(t_j, t_j)
-        psi = -torch.linalg.solve(lhs, rhs.reshape(-1, p), left=False).reshape(-1, r, p)
-        ya = decay[j][:, None, None, None] * ya + psi
-        y[:, first:], e[first:] = ya, e_new
-        half = torch.einsum("kbrp,kpq->brq", ya - psi / 2, gc_xx)
-        s_acc[first:] += torch.einsum("bip,bjp->bij", half, psi)
-        cross = torch.einsum("bk,krq->brq", e_new, g_c[:, pts])  # K_GP(target, t_j) per target point
-        x_acc[first:] += torch.einsum("bip,bjp->bij", psi, cross)
-    back = torch.argsort(order)
-    return x_acc[back], s_acc[back]
+        # Y(j+1) against [the weights of δf_X(t_j) in the later ψ(i), i > j | K_GP(t_i, t_j)]
+        right = torch.cat([(w1[j] * decay[j] + w0[j])[:, None, None] * c_xx, decay[j][:, None, None] * gc_xx], 2)
+        right = right.reshape(kk * p, 2 * p)
+        lu = torch.linalg.lu_factor((eye + torch.einsum("k,kpq->pq", w1[j], c_xx)).T)  # (I + 𝒦(t_j, t_j))ᵀ
+        g_half = gc_xx.sum(0) / 2
+        for g, first in zip(groups, firsts):
+            if first == g.anchors.shape[0]:
+                continue
+            ya, ea = g.y[first:], g.e[first:]
+            r = g.pts.shape[0]
+            e_new = torch.where((g.anchors[first:] == j)[:, None, None], g.scales[first:], ea * decay[j])
+            hist, half = (ya @ right).split(p, dim=2)
+            # ... and the weights of δf_X(t_j) in the targets' own histories
+            rhs = hist + torch.einsum("brk,krq->brq", w1[j] * e_new + w0[j] * ea, c[:, g.pts])
+            psi = -torch.linalg.lu_solve(*lu, rhs.reshape(-1, p).T).T.reshape(-1, r, p)
+            g.y[first:] = (decay[j][:, None] * ya.view(-1, r, kk, p) + psi[:, :, None]).view(-1, r, kk * p)
+            g.e[first:] = e_new
+            # Σ_k (Y_k(j) − ψ(j)/2) G_k(j) with Y_k(j) = decay Y_k(j+1) + ψ(j)
+            g.s[first:] += (half + psi @ g_half) @ psi.transpose(1, 2)
+            cross = torch.einsum("brk,krq->brq", e_new, g_c[:, g.pts])  # K_GP(target, t_j) per target row
+            g.x[first:] += psi @ cross.transpose(1, 2)
+
+
+def _drift_basis(lam: Tensor) -> tuple[Tensor, Tensor]:
+    """λ [m, K] = e^(−αγτ) ≈ U [m, k] W [k, K], k ≪ m: after the freeze every target is a combination of k
+    rows of the sweep (the rows are linear in the scales, the covariance bilinear)."""
+    u, sv, vh = torch.linalg.svd(lam, full_matrices=False)
+    k = int((sv > sv[0] * 1e-13).sum())
+    return u[:, :k], sv[:k, None] * vh[:k]
 
 
 def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation],
@@ -137,23 +170,29 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     tr, te = tr.to(dev), te.to(dev)
     pts = torch.cat([tr, p + te])
     xp = x_all[pts]
-    kk = disc.ndk.alpha.shape[0]
+    kk, r = disc.ndk.alpha.shape[0], pts.shape[0]
     n = t_learn.shape[0]
-    anchors, scales = [disc.rec], [torch.ones(n, kk, dtype=torch.float64, device=dev)]
     t_learn = t_learn.to(dev)
-    # prior covariance of the targets themselves: K_GP(t,t) while learning
-    own = [model.prior_cov(t_learn, t_learn, xp, xp)]
+    learn = _Group(anchors=disc.rec, pts=pts, scales=torch.ones(n, r, kk, dtype=torch.float64, device=dev))
+    groups = [learn]
     if t0 is not None:
         tau = _check_times("t_drift", t_drift).to(dev)
-        anchors.append(torch.full_like(tau, disc.i0, dtype=torch.long))
-        scales.append(torch.exp(-gamma * tau[:, None] * disc.ndk.alpha[None, :]))
+        u, w = _drift_basis(torch.exp(-gamma * tau[:, None] * disc.ndk.alpha[None, :]))
+        nk = u.shape[1]
+        groups.append(_Group(anchors=torch.tensor([disc.i0], device=dev), pts=pts.repeat(nk),
+                             scales=w.repeat_interleave(r, 0)[None]))
+    _sweep(disc, prior_ex, gamma, p, groups, progress)
+    x_acc, s_acc = learn.result()
+    # prior covariance of the targets themselves: K_GP(t,t) while learning
+    covs = [model.prior_cov(t_learn, t_learn, xp, xp) + x_acc + x_acc.transpose(1, 2) + s_acc + s_acc.transpose(1, 2)]
+    if t0 is not None:
+        x_acc, s_acc = (a[0].view(nk, r, nk, r) for a in groups[1].result())
+        both = torch.einsum("ti,ipjq,tj->tpq", u, x_acc + s_acc, u)
         # after the freeze C(t0,t0) K_L(t,t): the readout's prior part stays at its value at t0
         t_now = t0 + tau
         c00 = prior.var(torch.tensor(float(t0), dtype=torch.float64, device=dev))
-        own.append(c00 * model.two_time(t_now, t_now, xp, xp).k)
-    x_acc, s_acc = _rows_of_resolvent(disc, prior_ex, gamma, p, pts, torch.cat(anchors), torch.cat(scales),
-                                      progress)
-    cov = torch.cat(own) + x_acc + x_acc.transpose(1, 2) + s_acc + s_acc.transpose(1, 2)
+        covs.append(c00 * model.two_time(t_now, t_now, xp, xp).k + both + both.transpose(1, 2))
+    cov = torch.cat(covs)
     out, start = {}, 0
     for name, times in (("learn", t_learn), ("drift", None if t0 is None else tau)):
         if times is None:

@@ -1,0 +1,154 @@
+"""SPEC §10: the covariance of the predictor over the ensemble against closed forms — the prior at t = 0,
+the NTK ensemble covariance of Lee et al. (2019) as T → 0, the GP posterior covariance at equilibrium, the
+NNGP prior after a long drift for odd φ — and against Langevin ensembles of finite networks (§6, §8)."""
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from driftsim.config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
+from driftsim.fluctuations import predictor_covariance
+from driftsim.kernels import KernelModel
+from driftsim.langevin import simulate
+from driftsim.prior import Prior
+from driftsim.tasks import synthetic_task
+from driftsim.theory import solve
+from driftsim.times import record_times
+
+torch.set_default_dtype(torch.float64)
+
+
+def points(p=5, q=2, n0=6, seed=0):
+    """Generic inputs (unequal norms, no symmetry between the points)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(p, n0, generator=g), torch.randn(q, n0, generator=g)
+
+
+def full(cov, i):
+    """The covariance over (training points, test points) at recorded time i, training diagonal only."""
+    return torch.diag(cov.var_train[i]), cov.cov_test[i]
+
+
+def test_at_the_start_it_is_the_prior_covariance():
+    """t = 0: K_GP(0,0) = σ0² K_L with every weight at variance σ0², built here as the NNGP of a prior
+    σ = σ0; and the drift phase starts where learning is at t0."""
+    x, xt = points()
+    prior = Prior(0.1, 1.0, 0.6)
+    t_learn = record_times(20.0, 8)
+    cov = predictor_covariance(x, xt, depth=2, activation="relu", prior=prior, t_learn=t_learn,
+                               t0=float(t_learn[5]), t_drift=record_times(20.0, 5))
+    k0 = KernelModel("relu", 2, Prior(0.1, 0.6, 0.6)).nngp(torch.cat([x, xt]), torch.cat([x, xt]))
+    assert torch.allclose(cov["learn"].var_train[0], k0.diagonal()[:5], atol=1e-4, rtol=0)
+    assert torch.allclose(cov["learn"].cov_test[0], k0[5:, 5:], atol=1e-4, rtol=0)
+    assert torch.allclose(cov["drift"].var_train[0], cov["learn"].var_train[5], atol=1e-10, rtol=0)
+    assert torch.allclose(cov["drift"].cov_test[0], cov["learn"].cov_test[5], atol=1e-10, rtol=0)
+    assert (cov["learn"].var_train[1:] != cov["learn"].var_train[0]).all()  # and it moves
+
+
+@pytest.mark.parametrize("act,depth,s0", [("erf", 2, 0.8), ("linear", 1, 0.7), ("relu", 1, 1.0)])
+def test_gradient_phase_is_the_ntk_ensemble_covariance(act, depth, s0):
+    """T → 0 (Lee et al. 2019): f0 is frozen at its initial draw, K0 = σ0² K_L, and with Θ = K_ntk,
+    δf(x,t) = f0(x) − k_Θ(x) Θ⁻¹ (I − e^(−Θt)) f0(X), so Cov_t = L K0 Lᵀ with L = [I | −k_Θ Θ⁻¹(I − e^(−Θt))]."""
+    x, xt = points()
+    prior = Prior(1e-7, 1.0, s0)
+    t_learn = torch.cat([torch.zeros(1), torch.logspace(-2, 1, 10)])
+    cov = predictor_covariance(x, xt, depth=depth, activation=act, prior=prior, t_learn=t_learn, tol=1e-5)
+    xa = torch.cat([x, xt])
+    theta = KernelModel(act, depth, prior).ntk(xa, xa)
+    k0 = KernelModel(act, depth, Prior(1e-7, s0, s0)).nngp(xa, xa)
+    ev, vec = torch.linalg.eigh(theta[:5, :5])
+    for i, t in enumerate(t_learn):
+        resp = vec @ torch.diag(-torch.expm1(-ev * t) / ev) @ vec.T  # Θ⁻¹ (I − e^(−Θt))
+        lin = torch.eye(7)
+        lin[:, :5] -= theta[:, :5] @ resp
+        want = lin @ k0 @ lin.T
+        assert torch.allclose(cov["learn"].var_train[i], want.diagonal()[:5], atol=1e-4, rtol=0), float(t)
+        assert torch.allclose(cov["learn"].cov_test[i], want[5:, 5:], atol=1e-4, rtol=0), float(t)
+
+
+@pytest.mark.parametrize("act,depth,s0", [("relu", 1, 1.0), ("erf", 2, 0.6), ("linear", 1, 0.7)])
+def test_equilibrium_is_the_gp_posterior_covariance(act, depth, s0):
+    """t ≫ 1/γ: K_gp(x,x') − k(x) (K_gp + T I)⁻¹ k(x'), the Bayesian posterior of noise variance T."""
+    x, xt = points()
+    prior = Prior(0.05, 1.0, s0)
+    cov = predictor_covariance(x, xt, depth=depth, activation=act, prior=prior,
+                               t_learn=record_times(25 / prior.gamma, 6), tol=3e-5)
+    xa = torch.cat([x, xt])
+    k = KernelModel(act, depth, prior).nngp(xa, xa)
+    post = k - k[:, :5] @ torch.linalg.solve(k[:5, :5] + prior.T * torch.eye(5), k[:5])
+    assert torch.allclose(cov["learn"].var_train[-1], post.diagonal()[:5], atol=1e-4, rtol=0)
+    assert torch.allclose(cov["learn"].cov_test[-1], post[5:, 5:], atol=1e-4, rtol=0)
+
+
+def test_long_drift_of_odd_phi_forgets_the_task():
+    """SPEC §6.4 for odd φ (mean kernel 0): long after a freeze at equilibrium the predictor is a draw of
+    the NNGP prior, covariance C(t0,t0) K_L^eq = K_gp, whatever it learnt; on the way it is not."""
+    x, xt = points()
+    prior = Prior(0.05, 1.0, 0.6)
+    t_learn = record_times(25 / prior.gamma, 4)
+    cov = predictor_covariance(x, xt, depth=2, activation="erf", prior=prior, t_learn=t_learn,
+                               t0=float(t_learn[-1]), t_drift=record_times(40 / prior.gamma, 6))
+    xa = torch.cat([x, xt])
+    k = KernelModel("erf", 2, prior).nngp(xa, xa)
+    assert torch.allclose(cov["drift"].var_train[-1], k.diagonal()[:5], atol=1e-4, rtol=0)
+    assert torch.allclose(cov["drift"].cov_test[-1], k[5:, 5:], atol=1e-4, rtol=0)
+    assert (cov["drift"].cov_test[1] - k[5:, 5:]).abs().max() > 1e-2
+
+
+def test_chosen_points_and_reused_discretisation_give_the_same_numbers():
+    x, xt = points()
+    prior = Prior(0.1, 1.0, 0.5)
+    t_learn, t_drift = record_times(20.0, 6), record_times(10.0, 4)
+    y = torch.tensor([1.0, -1, 1, -1, 1])
+    mean = solve(x, y, xt, depth=1, activation="relu", prior=prior, t_learn=t_learn, t0=5.0, t_drift=t_drift,
+                 progress=False)
+    kw = dict(depth=1, activation="relu", prior=prior, t_learn=t_learn, t0=5.0, t_drift=t_drift)
+    every = predictor_covariance(x, xt, **kw)
+    some = predictor_covariance(x, xt, points=[3, 1], test_points=[1], discretisation=mean.discretisation, **kw)
+    for phase in ("learn", "drift"):
+        a, b = every[phase], some[phase]
+        assert torch.allclose(b.var_train[:, [1, 3]], a.var_train[:, [1, 3]], atol=1e-12, rtol=0)
+        assert b.var_train[:, [0, 2, 4]].isnan().all() and b.cov_test[:, 0].isnan().all()
+        assert torch.allclose(b.cov_test[:, 1, 1], a.cov_test[:, 1, 1], atol=1e-12, rtol=0)
+        assert (torch.linalg.eigvalsh(a.cov_test) > -1e-8).all()  # a covariance
+    with pytest.raises(ValueError, match="t_drift"):
+        predictor_covariance(x, xt, depth=1, activation="relu", prior=prior, t_learn=t_learn, t0=5.0)
+
+
+# Langevin ensembles (SPEC §8): width 512, 512 independent networks, relu, σ0/σ = 0.5, T = 0.2 (γ = 0.2):
+# learning over 5/γ with dt = 0.025 (the settings of test_langevin's mean comparison), freeze at 1/γ,
+# drift over 5/γ. Measured: sim/theory variance ratios 0.95–1.14 on the test point, KS p ≥ 0.1.
+WIDTH, ENSEMBLE = 512, 512
+
+
+def test_langevin_ensembles_have_the_predicted_gaussian():
+    """At every recorded time of both phases the ensemble variance of the test predictor lies in the
+    two-sided 99.9 % chi-square band of E − 1 degrees of freedom around the theory (widened by 4/N for the
+    O(1/N) finite-width bias), the mean training-point variance too, and a KS test against the predicted
+    Gaussian N(f̄, var) does not reject at 1 %."""
+    task = synthetic_task(4, 0.75)
+    prior = Prior(0.2, 1.0, 0.5)
+    t_end, t0 = 5 / prior.gamma, 1 / prior.gamma
+    t_learn, t_drift = record_times(t_end, 12, t_first=0.05), record_times(t_end, 8, t_first=0.1)
+    mean = solve(task.x_train, task.y_train, task.x_test, depth=1, activation="relu", prior=prior,
+                 t_learn=t_learn, t0=t0, t_drift=t_drift, progress=False)
+    cov = predictor_covariance(task.x_train, task.x_test, depth=1, activation="relu", prior=prior,
+                               t_learn=t_learn, t0=t0, t_drift=t_drift, discretisation=mean.discretisation)
+    sim = simulate(task, ModelConfig(1, "relu", WIDTH), DynamicsConfig(T=0.2, sigma=1.0, sigma0=0.5, dt=0.025),
+                   ProtocolConfig(t0=t0), SimConfig(ensemble=ENSEMBLE), t_learn, t_drift, seed=3, progress=False)
+    dof = ENSEMBLE - 1
+    lo, hi = stats.chi2.ppf([0.0005, 0.9995], dof) / dof
+    slack = 4.0 / WIDTH
+    for name, f_mean in (("learn", mean.learn), ("drift", mean.drift)):
+        phase, c = getattr(sim, name), cov[name]
+        for i in range(len(c.t)):
+            f = phase.f_test[i, :, 0].double()
+            want = float(c.cov_test[i, 0, 0])
+            ratio = float(f.var()) / want
+            assert lo - slack < ratio < hi + slack, (name, float(c.t[i]), ratio)
+            # training points: the mean of their variances, no noisier than one point's
+            pooled = float(phase.f_train[i].double().var(0).mean()) / float(c.var_train[i].mean())
+            assert lo - slack < pooled < hi + slack, (name, float(c.t[i]), pooled)
+            z = ((f - f_mean.f_test[i, 0]) / math.sqrt(want)).numpy()
+            assert stats.kstest(z, "norm").pvalue > 0.01, (name, float(c.t[i]))
