@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import store
-from .plots import save_figures, standard_figures
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed, none opened
+from . import store  # noqa: E402
+from .plots import save_figures, standard_figures  # noqa: E402
 
 __all__ = ["main"]
 

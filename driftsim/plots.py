@@ -24,16 +24,13 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # figures are written to files; no display is needed (CLI, CI, notebooks inline them)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from . import store  # noqa: E402
+from . import store
 
 __all__ = ["PALETTE", "TIME_LABEL", "DRIFT_TIME_LABEL", "palette", "predictor_trajectories",
            "generalisation_error", "predictor_histograms", "drift_accuracy", "standard_figures", "save_figures",
@@ -178,21 +175,23 @@ def predictor_trajectories(run: store.Run, split: str = "test", points: Optional
     n_points = (f_theory if f_theory is not None else run[f"/sim/learn/f_{split}"]).shape[-1]
     points = list(range(min(3, n_points))) if points is None else list(points)
     colors = [color] * len(points) if color is not None else palette(len(points))
-    for k, (i, c) in enumerate(zip(points, colors)):
+    for i, c in zip(points, colors):
         name = label if label is not None else f"{split} point {i}"
         if f_theory is not None:
             t, f, f_ntk = _later(run["/theory/learn/t"], f_theory[:, i], run[f"/theory/learn/f_ntk_{split}"][:, i])
             ax.plot(t, f, color=c, lw=2, label=f"{name}: theory mean")
-            ax.plot(t, f_ntk, color=c, lw=1.2, ls="--", label="NTK theory" if k == 0 else None)
-            ax.axhline(run[f"/theory/nngp/f_{split}"][i], color=c, lw=1, ls=":",
-                       label="NNGP equilibrium" if k == 0 else None)
-            ax.plot([t[-1]], [run[f"/theory/ntk/f_{split}"][i]], marker="_", ms=14, mew=2, color=c,
-                    label="NTK equilibrium" if k == 0 else None)
+            ax.plot(t, f_ntk, color=c, lw=1.2, ls="--")
+            ax.axhline(run[f"/theory/nngp/f_{split}"][i], color=c, lw=1, ls=":")
+            ax.plot([t[-1]], [run[f"/theory/ntk/f_{split}"][i]], marker="_", ms=14, mew=2, color=c)
         if "sim" in run.sources:
             mean, band = _mean_band(run[f"/sim/learn/f_{split}"][..., i])
             t, mean, band = _later(run["/sim/learn/t"], mean, band)
             ax.plot(t, mean, color=c, lw=0, marker="o", ms=3.5, label=f"{name}: simulation mean ± 2 SE")
             ax.fill_between(t, mean - band, mean + band, color=c, alpha=0.25, lw=0)
+    if f_theory is not None:  # the line styles once, in grey: they mean the same for every point and run
+        ax.plot([], [], color="0.4", lw=1.2, ls="--", label="NTK theory")
+        ax.plot([], [], color="0.4", lw=1, ls=":", label="NNGP equilibrium")
+        ax.plot([], [], color="0.4", lw=0, marker="_", ms=14, mew=2, label="NTK equilibrium")
     _mark_relaxation(ax, run)
     _log_time(ax)
     ax.set_ylabel(PREDICTOR_LABEL)
@@ -322,12 +321,9 @@ def drift_accuracy(run: store.Run, ax=None, label: Optional[str] = None, color=N
 def standard_figures(run: store.Run) -> dict[str, Figure]:
     """The figures ``driftsim-plot`` writes for one run, by name: trajectories and error (when the run has
     theory), histograms of the last phase and drift accuracy (when it has a drift phase)."""
-    figs = {}
+    figs = {"trajectories": predictor_trajectories(run)}
     if "theory" in run.sources:
-        figs["trajectories"] = predictor_trajectories(run)
         figs["error"] = generalisation_error(run)
-    elif "sim" in run.sources:
-        figs["trajectories"] = predictor_trajectories(run)
     figs["histograms"] = predictor_histograms(run, phase=run.phases[-1])
     if "drift" in run.phases:
         figs["drift_accuracy"] = drift_accuracy(run)
