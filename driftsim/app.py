@@ -2,7 +2,8 @@
 
 Pipeline of one run (DESIGN.md "Data flow"): validate the config (driftsim.config) → task (tasks.py,
 SPEC §7) → recorded times (times.py; learning 0..dynamics.t_max, drift 0..t_drift after protocol.t0)
-→ mean-predictor theory (mode theory/both, SPEC §5–6) and/or Langevin ensembles (mode sim/both, §8)
+→ mean-predictor theory (mode theory/both, SPEC §5–6) with its covariance (§10, theory.covariance)
+and/or Langevin ensembles (mode sim/both, §8)
 → decoding (decode.py) → the run file (store.py, schema driftsim/1).
 
 The file is ``out``, resolved against the directory the command was started in, or driftsim.h5 in the
@@ -28,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from . import store
 from .config import DriftsimConfig, register_configs
 from .decode import decode_sim, decode_theory
+from .fluctuations import predictor_covariance
 from .langevin import simulate
 from .networks import resolve_device
 from .prior import Prior
@@ -63,6 +65,24 @@ def _existing_run_differs(out: Path, config_yaml: str) -> Optional[str]:
     return f"it holds a run of another config (differs in {differ})" if differ else None
 
 
+def _spread(n: int, k: int) -> list[int]:
+    """min(n, k) indices evenly spread over range(n) (both classes of a task sorted by class)."""
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(n, k))})
+
+
+def _add_covariance(theory, task, conf: DriftsimConfig, dev, t_learn, t_drift, progress: bool) -> None:
+    """SPEC §10 covariance of theory.covariance_points training and test points, into ``theory``'s phases."""
+    dyn, k = conf.dynamics, conf.theory.covariance_points
+    cov = predictor_covariance(task.x_train.to(dev), task.x_test.to(dev), depth=conf.model.depth,
+                               activation=conf.model.activation, prior=Prior(dyn.T, dyn.sigma, dyn.sigma0),
+                               t_learn=t_learn, t0=conf.protocol.t0, t_drift=t_drift, tol=conf.theory.tol,
+                               points=_spread(task.x_train.shape[0], k), test_points=_spread(task.x_test.shape[0], k),
+                               discretisation=theory.discretisation, progress=progress)
+    for name, phase in cov.items():
+        target = getattr(theory, name)
+        target.var_train, target.cov_test = phase.var_train, phase.cov_test
+
+
 def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = False) -> Path:
     """Compute one run of a validated config and write it to ``out``; returns the path."""
     task = make_task(conf.task, conf.seed)
@@ -83,6 +103,10 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
                        t_learn=t_learn, t0=conf.protocol.t0, t_drift=t_drift, tol=conf.theory.tol,
                        progress=progress)
         log.info("theory: %d grid times, %.1f s", theory.grid_size, time.perf_counter() - start)
+        if conf.theory.covariance:
+            start = time.perf_counter()
+            _add_covariance(theory, task, conf, dev, t_learn, t_drift, progress)
+            log.info("theory covariance: %.1f s", time.perf_counter() - start)
         decoding.update({("theory", p): d for p, d in decode_theory(
             theory, y, resolution=conf.theory.tol, **decode_args).items()})
     if conf.mode in ("sim", "both"):

@@ -162,9 +162,14 @@ class RecordConfig:
 @dataclass
 class TheoryConfig:
     tol: float = 1e-4  # target accuracy of the Volterra solution
+    covariance: bool = True  # SPEC §10 covariance over the ensemble (fluctuations.py)
+    # training and test points (each, evenly spread over the set) whose covariance is computed; the cost
+    # grows linearly with it, about (recorded times · points · K P²) per grid step
+    covariance_points: int = 8
 
     def __post_init__(self):
         _require(0 < self.tol < 1, "theory.tol", self.tol, "a number in (0, 1)")
+        _require(self.covariance_points >= 1, "theory.covariance_points", self.covariance_points, "an integer >= 1")
 
 
 @dataclass

@@ -13,6 +13,9 @@ Per recorded time of a phase, on the P training examples:
 - **accuracy_population** ``[n]`` (simulation): the same classifier on the E outputs of the ensemble
   as features of an example — the information left in the whole ensemble.
 - **accuracy_inf** (theory, drift): the accuracy on the decorrelated limit f̄_fr(x, ∞) (SPEC §6.4).
+- **accuracy_network** ``[n]`` (theory, with the covariance of SPEC §10): the theory's counterpart of the
+  simulation's ``accuracy`` — the expected accuracy of the best threshold classifier sign(s (f − θ)) on one
+  network's output, each example's output Gaussian N(f̄_μ, var_μ) (:func:`network_accuracy`).
 - **population_fixed / population_retrained** ``[m]`` (simulation, drift, when hidden activity was
   recorded): a decoder on the last hidden layer's activity of one network, trained at the freeze
   (drift time 0) and kept fixed, against one retrained at every time; both cross-validated with the
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from scipy.special import ndtr
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
@@ -40,7 +44,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = ["LinearDecoder", "PhaseDecoding", "class_histograms", "folds", "cv_accuracy", "population_accuracy",
-           "decode_theory", "decode_sim"]
+           "network_accuracy", "decode_theory", "decode_sim"]
 
 
 class LinearDecoder(ClassifierMixin, BaseEstimator):
@@ -91,6 +95,7 @@ class PhaseDecoding:
     edges: np.ndarray  # [B+1]
     accuracy_population: Optional[np.ndarray] = None  # [n], simulation
     accuracy_inf: Optional[float] = None  # theory, drift
+    accuracy_network: Optional[np.ndarray] = None  # [n], theory with its covariance
     population_fixed: Optional[np.ndarray] = None  # [m], simulation, drift, with activity
     population_retrained: Optional[np.ndarray] = None  # [m]
 
@@ -152,6 +157,31 @@ def population_accuracy(activity: np.ndarray, y: np.ndarray, splits: list) -> tu
     return fixed / len(splits), retrained / len(splits)
 
 
+def network_accuracy(mean: np.ndarray, var: np.ndarray, y: np.ndarray, thresholds: int = 512) -> np.ndarray:
+    """SPEC §10: expected accuracy [n] of a threshold classifier reading one network's output, when
+    example μ's output is N(mean[t, μ], var[t, μ]) over the ensemble: max over θ and s = ±1 of
+    (1/P) Σ_μ Φ(s y_μ (mean − θ)/sd). mean, var: [n, P]; examples with NaN variance are left out.
+
+    The threshold is the best one for the predicted distribution (the simulation's pooled classifier
+    estimates it from E networks per example); θ runs over the means and a grid spanning ±6 sd.
+    """
+    mean, var, y = (np.asarray(a, dtype=np.float64) for a in (mean, var, y))
+    keep = np.isfinite(var).all(axis=0)
+    if not keep.any():
+        return np.full(mean.shape[0], np.nan)
+    m, sd, y = mean[:, keep], np.sqrt(np.clip(var[:, keep], 0, None)), y[keep]
+    out = np.empty(mean.shape[0])
+    for i, (mi, si) in enumerate(zip(m, sd)):
+        span = np.linspace((mi - 6 * si).min(), (mi + 6 * si).max(), thresholds)
+        theta = np.concatenate([span, mi])[None, :]
+        margin = y[:, None] * (mi[:, None] - theta)
+        with np.errstate(divide="ignore", invalid="ignore"):  # sd = 0: a step, ½ on the threshold itself
+            p = np.where(si[:, None] > 0, ndtr(margin / si[:, None]), 0.5 * (1 + np.sign(margin)))
+        p_right = p.mean(axis=0)  # s = +1; s = −1 is 1 − that
+        out[i] = np.maximum(p_right, 1 - p_right).max()
+    return out
+
+
 def _resolved(f: np.ndarray, resolution: float) -> np.ndarray:
     """f rounded to multiples of ``resolution``: differences below it carry no information."""
     return np.round(f / resolution) * resolution if resolution > 0 else f
@@ -170,7 +200,8 @@ def _predictor_decoding(f: np.ndarray, y: np.ndarray, splits: list, bins: int,
 
 def decode_theory(result, y_train, *, cv_folds: int = 5, bins: int = 40,
                   resolution: float = 0.0) -> dict[str, PhaseDecoding]:
-    """Decode a :class:`~driftsim.results.TheoryResult`'s mean predictor: {"learn": ..., "drift": ...}.
+    """Decode a :class:`~driftsim.results.TheoryResult`'s mean predictor: {"learn": ..., "drift": ...};
+    with its covariance (SPEC §10) also the predicted accuracy of one network (``accuracy_network``).
 
     The classifiers read the predictor rounded to multiples of ``resolution`` (the app passes
     theory.tol, the accuracy of the theory): without it the scale-free reader would still separate the
@@ -185,6 +216,10 @@ def decode_theory(result, y_train, *, cv_folds: int = 5, bins: int = 40,
         f_inf = _resolved(result.drift.f_inf_train.cpu().numpy(), resolution)
         drift.accuracy_inf = cv_accuracy(f_inf[:, None], y, splits)
         out["drift"] = drift
+    for name, dec in out.items():
+        phase = getattr(result, name)
+        if phase.var_train is not None:
+            dec.accuracy_network = network_accuracy(phase.f_train.cpu().numpy(), phase.var_train.cpu().numpy(), y)
     return out
 
 

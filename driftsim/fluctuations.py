@@ -119,7 +119,7 @@ def _sweep(disc: Discretisation, prior_ex, gamma: float, p: int, groups: list[_G
             ya, ea = g.y[first:], g.e[first:]
             r = g.pts.shape[0]
             e_new = torch.where((g.anchors[first:] == j)[:, None, None], g.scales[first:], ea * decay[j])
-            hist, half = (ya @ right).split(p, dim=2)
+            hist, half = (ya.reshape(-1, kk * p) @ right).view(-1, r, 2 * p).split(p, dim=2)  # one GEMM
             # ... and the weights of δf_X(t_j) in the targets' own histories
             rhs = hist + torch.einsum("brk,krq->brq", w1[j] * e_new + w0[j] * ea, c[:, g.pts])
             psi = -torch.linalg.lu_solve(*lu, rhs.reshape(-1, p).T).T.reshape(-1, r, p)

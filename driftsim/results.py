@@ -21,6 +21,8 @@ class TheoryLearn:
     f_test: Tensor  # [n, Q]
     f_ntk_train: Tensor  # [n, P]
     f_ntk_test: Tensor  # [n, Q]
+    var_train: Optional[Tensor] = None  # [n, P] SPEC §10 variance over the ensemble (NaN: not computed)
+    cov_test: Optional[Tensor] = None  # [n, Q, Q] SPEC §10 covariance over the ensemble
 
 
 @dataclass
@@ -39,6 +41,8 @@ class TheoryDrift:
     f_test: Tensor  # [m, Q]
     f_inf_train: Tensor  # [P]
     f_inf_test: Tensor  # [Q]
+    var_train: Optional[Tensor] = None  # [m, P] SPEC §10, as in TheoryLearn
+    cov_test: Optional[Tensor] = None  # [m, Q, Q]
 
 
 @dataclass

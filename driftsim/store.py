@@ -19,7 +19,11 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
     /theory/ntk/f_train (+) [P], f_test (+) [Q]   NTK equilibrium k_ntk K_ntk⁻¹ Y
     /theory/kernels/nngp [P+Q,P+Q], ntk [P+Q,P+Q]   training points first
     /theory/drift/t [m], f_train [m,P], f_test [m,Q], f_inf_train [P], f_inf_test [Q]; attrs: t0
-    /decode/theory/<phase>/accuracy [n or m]; drift also accuracy_inf (+) [] (decorrelated limit)
+    /theory/<phase>/var_train (+) [n or m, P], cov_test (+) [n or m, Q, Q]   optional (theory.covariance):
+                               the predictor's variance / covariance over the ensemble (SPEC §10);
+                               NaN for points left out (theory.covariance_points)
+    /decode/theory/<phase>/accuracy [n or m]; drift also accuracy_inf (+) [] (decorrelated limit);
+                               accuracy_network (+) [n or m] with the covariance (one network's outputs)
     /hist/theory/<phase>/counts [n or m, 2, B], edges [B+1]
     -- mode sim or both --
     /sim                       attrs: info (+, JSON: scheme, dt, steps, wall time ...)
@@ -129,6 +133,7 @@ def _write_theory(h5: h5py.File, theory) -> None:
     learn = g.create_group("learn")
     for k in ("t", "f_train", "f_test", "f_ntk_train", "f_ntk_test"):
         _put(learn, k, getattr(theory.learn, k), timed=True)
+    _put_covariance(learn, theory.learn)
     for name, eq in (("nngp", theory.nngp), ("ntk", theory.ntk)):
         _put(g.create_group(name), "f_train", eq.f_train)
         _put(g[name], "f_test", eq.f_test)
@@ -141,6 +146,14 @@ def _write_theory(h5: h5py.File, theory) -> None:
             _put(d, k, getattr(theory.drift, k), timed=True)
         _put(d, "f_inf_train", theory.drift.f_inf_train)
         _put(d, "f_inf_test", theory.drift.f_inf_test)
+        _put_covariance(d, theory.drift)
+
+
+def _put_covariance(group: h5py.Group, phase) -> None:
+    """The optional SPEC §10 arrays of a theory phase."""
+    if phase.var_train is not None:
+        _put(group, "var_train", phase.var_train, timed=True)
+        _put(group, "cov_test", phase.cov_test, timed=True)
 
 
 def _write_sim(h5: h5py.File, sim) -> None:
@@ -248,7 +261,22 @@ def _check_header(h5: h5py.File, path: Path) -> dict:
     missing = [p for p in required_paths(mode, t0 is not None) if p not in h5]
     if missing:
         raise StoreError(f"{path} is not a complete driftsim run (mode={mode}): missing {missing}")
+    _check_covariance(h5, path)
     return config
+
+
+def _check_covariance(h5: h5py.File, path: Path) -> None:
+    """The optional /theory/<phase>/var_train [n,P] and cov_test [n,Q,Q] come together, with those shapes."""
+    for phase in ("learn", "drift"):
+        g = h5.get(f"theory/{phase}")
+        if g is None or ("var_train" not in g and "cov_test" not in g):
+            continue
+        n, p, q = g["t"].shape[0], g["f_train"].shape[1], g["f_test"].shape[1]
+        want = {"var_train": (n, p), "cov_test": (n, q, q)}
+        got = {k: g[k].shape if k in g else None for k in want}
+        if got != want:
+            raise StoreError(f"{path}: /theory/{phase} covariance arrays {got} do not match its times and "
+                             f"points; expected {want}")
 
 
 def _open(path: PathLike) -> tuple[h5py.File, Path]:

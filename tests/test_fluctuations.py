@@ -3,15 +3,20 @@ the NTK ensemble covariance of Lee et al. (2019) as T → 0, the GP posterior co
 NNGP prior after a long drift for odd φ — and against Langevin ensembles of finite networks (§6, §8)."""
 import math
 
+import h5py
+import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from scipy import stats
 
-from driftsim.config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
+from driftsim.config import DriftsimConfig, DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
+from driftsim.decode import decode_theory, network_accuracy
 from driftsim.fluctuations import predictor_covariance
 from driftsim.kernels import KernelModel
 from driftsim.langevin import simulate
 from driftsim.prior import Prior
+from driftsim.store import StoreError, read_run, write_run
 from driftsim.tasks import synthetic_task
 from driftsim.theory import solve
 from driftsim.times import record_times
@@ -23,11 +28,6 @@ def points(p=5, q=2, n0=6, seed=0):
     """Generic inputs (unequal norms, no symmetry between the points)."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(p, n0, generator=g), torch.randn(q, n0, generator=g)
-
-
-def full(cov, i):
-    """The covariance over (training points, test points) at recorded time i, training diagonal only."""
-    return torch.diag(cov.var_train[i]), cov.cov_test[i]
 
 
 def test_at_the_start_it_is_the_prior_covariance():
@@ -49,7 +49,8 @@ def test_at_the_start_it_is_the_prior_covariance():
 @pytest.mark.parametrize("act,depth,s0", [("erf", 2, 0.8), ("linear", 1, 0.7), ("relu", 1, 1.0)])
 def test_gradient_phase_is_the_ntk_ensemble_covariance(act, depth, s0):
     """T → 0 (Lee et al. 2019): f0 is frozen at its initial draw, K0 = σ0² K_L, and with Θ = K_ntk,
-    δf(x,t) = f0(x) − k_Θ(x) Θ⁻¹ (I − e^(−Θt)) f0(X), so Cov_t = L K0 Lᵀ with L = [I | −k_Θ Θ⁻¹(I − e^(−Θt))]."""
+    δf(x,t) = f0(x) − k_Θ(x) Θ⁻¹ (I − e^(−Θt)) f0(X), so Cov_t = L K0 Lᵀ with
+    L = [I | −k_Θ Θ⁻¹ (I − e^(−Θt))] (the closed form of Lee et al. written out)."""
     x, xt = points()
     prior = Prior(1e-7, 1.0, s0)
     t_learn = torch.cat([torch.zeros(1), torch.logspace(-2, 1, 10)])
@@ -152,3 +153,44 @@ def test_langevin_ensembles_have_the_predicted_gaussian():
             assert lo - slack < pooled < hi + slack, (name, float(c.t[i]), pooled)
             z = ((f - f_mean.f_test[i, 0]) / math.sqrt(want)).numpy()
             assert stats.kstest(z, "norm").pvalue > 0.01, (name, float(c.t[i]))
+
+
+def test_network_accuracy_is_the_gaussian_overlap():
+    """Two classes at ±m with one spread sd: the best threshold is 0 and the accuracy Φ(m/sd); no
+    spread: the mean predictor's sign; a NaN variance leaves its example out."""
+    y = np.array([1.0, -1.0] * 3)
+    mean = np.outer([0.5, 0.2, 0.0], y)
+    acc = network_accuracy(mean, np.full((3, 6), 0.25), y)
+    assert np.allclose(acc, stats.norm.cdf([1.0, 0.4, 0.0]) * [1, 1, 0] + [0, 0, 0.5], atol=2e-3)
+    assert network_accuracy(np.array([[0.3, 0.1, 2.0]]), np.array([[0.0, 0.0, np.nan]]), np.array([1.0, -1, -1]))[0] == 1
+
+
+def test_covariance_round_trips_through_the_run_file(tmp_path):
+    """/theory/<phase>/var_train [n,P], cov_test [n,Q,Q] and /decode/theory/<phase>/accuracy_network [n]
+    are written, read back and validated (mismatched shapes are refused)."""
+    task = synthetic_task(4, 0.75)
+    prior = Prior(0.2, 1.0, 0.5)
+    t_learn, t_drift = record_times(10.0, 4), record_times(5.0, 3)
+    theory = solve(task.x_train, task.y_train, task.x_test, depth=1, activation="relu", prior=prior,
+                   t_learn=t_learn, t0=5.0, t_drift=t_drift, progress=False)
+    cov = predictor_covariance(task.x_train, task.x_test, depth=1, activation="relu", prior=prior, t_learn=t_learn,
+                               t0=5.0, t_drift=t_drift, discretisation=theory.discretisation)
+    for name, phase in cov.items():
+        getattr(theory, name).var_train, getattr(theory, name).cov_test = phase.var_train, phase.cov_test
+    y = task.y_train.numpy()
+    decoding = {("theory", p): d for p, d in decode_theory(theory, y, cv_folds=2, bins=5).items()}
+    cfg = OmegaConf.structured(DriftsimConfig)
+    cfg.protocol.t0 = 5.0
+    path = write_run(tmp_path / "run.h5", config=OmegaConf.to_yaml(cfg, resolve=True), seed=0, task=task,
+                     theory=theory, decoding=decoding)
+    back = read_run(path)
+    for name, n in (("learn", 5), ("drift", 4)):
+        assert np.allclose(back[f"/theory/{name}/var_train"], cov[name].var_train.numpy())
+        assert back[f"/theory/{name}/cov_test"].shape == (n, 1, 1)
+        acc = back[f"/decode/theory/{name}/accuracy_network"]
+        assert acc.shape == (n,) and ((acc >= 0.5) & (acc <= 1)).all()
+    with h5py.File(path, "r+") as h5:
+        del h5["theory/drift/cov_test"]
+        h5["theory/drift/cov_test"] = np.zeros((4, 2, 2))
+    with pytest.raises(StoreError, match="covariance"):
+        read_run(path)
