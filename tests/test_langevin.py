@@ -9,11 +9,10 @@ import math
 import pytest
 import torch
 
-from driftsim.config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
-from driftsim.langevin import (Noise, euler, init_state, langevin, mpl, mpl_readout_draw, prior_coefficients,
-                               prior_drift, simulate)
-from driftsim.networks import Ensemble, init_ensemble
 from driftsim.activations import get_activation
+from driftsim.config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
+from driftsim.langevin import euler, langevin, mpl, mpl_readout_draw, Noise, prior_coefficients, prior_drift, simulate
+from driftsim.networks import Ensemble, init_ensemble
 from driftsim.prior import Prior
 from driftsim.tasks import synthetic_task
 from driftsim.theory import solve
