@@ -162,9 +162,11 @@ class RecordConfig:
 @dataclass
 class TheoryConfig:
     tol: float = 1e-4  # target accuracy of the Volterra solution
-    covariance: bool = True  # SPEC §10 covariance over the ensemble (fluctuations.py)
-    # training and test points (each, evenly spread over the set) whose covariance is computed; the cost
-    # grows linearly with it, about (recorded times · points · K P²) per grid step
+    # SPEC §10 covariance over the ensemble (fluctuations.py). Off by default: its cost grows as
+    # (recorded times · points · K P²) per grid step — seconds on the synthetic task (P = 4), but several
+    # times the mean solution per point on MNIST pairs (P = 100)
+    covariance: bool = False
+    # training and test points (each, evenly spread over the set) whose covariance is computed
     covariance_points: int = 8
 
     def __post_init__(self):

@@ -22,9 +22,11 @@ so the same running sums also contract ψ with K_GP(t_l, t_l') over all pairs of
     Cov = K_GP(target, target) + X + Xᵀ + S + Sᵀ,   X = Σ_l ψ(l) K_GP(t_l, target),
     S = Σ_l Σ_k (Y_k(l) − ψ(l)/2) G_k(l) ψ(l)ᵀ      (pairs l' ≥ l, the diagonal counted half each way).
 
-Cost per grid step O(R K P²) for R target rows (targets × points), K rates, P training points, plus
-forming the two kernels' coefficients at the step, O(K M P (P+Q)) as in the mean solution; no
-(n_grid·P)² array exists. Shapes: n, m recorded times, P training and Q test points.
+After the freeze the targets differ only by the scales e^(−α_k γ τ) of the rates, so the sweep carries
+a basis of those scales (an SVD) instead of every drift time. Cost per grid step O(R K P²) for R active
+target rows (points × recorded times whose anchor is still ahead, plus points × drift basis), K rates,
+P training points, plus forming the two kernels' coefficients at the step, O(K M P (P+Q)) as in the mean
+solution; no (n_grid·P)² array exists. Shapes: n, m recorded times, P training and Q test points.
 """
 from __future__ import annotations
 
@@ -65,11 +67,11 @@ class _Group:
     anchors: Tensor
     pts: Tensor
     scales: Tensor
-    y: Tensor = None  # Y_k(j+1) [nb, r, K·P]: rows × (rate, point), so that a step is one GEMM
-    e: Tensor = None  # scales · e^(−μ_k(t_a − t_{j+1})), [nb, r, K]
-    x: Tensor = None
-    s: Tensor = None
-    _back: Tensor = None  # undoes the sort by anchor
+    y: Optional[Tensor] = None  # Y_k(j+1) [nb, r, K·P]: rows × (rate, point), so that a step is one GEMM
+    e: Optional[Tensor] = None  # scales · e^(−μ_k(t_a − t_{j+1})), [nb, r, K]
+    x: Optional[Tensor] = None
+    s: Optional[Tensor] = None
+    _back: Optional[Tensor] = None  # undoes the sort by anchor
 
     def start(self, kk: int, p: int) -> None:
         order = torch.argsort(self.anchors)  # the active blocks (anchor ≥ j) are then a suffix
@@ -132,8 +134,8 @@ def _sweep(disc: Discretisation, prior_ex, gamma: float, p: int, groups: list[_G
 
 
 def _drift_basis(lam: Tensor) -> tuple[Tensor, Tensor]:
-    """λ [m, K] = e^(−αγτ) ≈ U [m, k] W [k, K], k ≪ m: after the freeze every target is a combination of k
-    rows of the sweep (the rows are linear in the scales, the covariance bilinear)."""
+    """λ [m, K] = e^(−αγτ) = U [m, k] W [k, K] to rounding, k ≤ min(m, K): after the freeze every target is
+    a combination of k rows of the sweep (the rows are linear in the scales, the covariance bilinear)."""
     u, sv, vh = torch.linalg.svd(lam, full_matrices=False)
     k = int((sv > sv[0] * 1e-13).sum())
     return u[:, :k], sv[:k, None] * vh[:k]
