@@ -125,7 +125,7 @@ def _erf_expect(qa: Tensor, qb: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _heaviside(u: Tensor) -> Tensor:
-    return (u > 0).to(u.dtype)
+    return torch.gt(u, 0, out=torch.empty_like(u))  # straight into u's dtype: no bool temporary
 
 
 def _gelu_grad(u: Tensor) -> Tensor:

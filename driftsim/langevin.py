@@ -176,7 +176,7 @@ def prior_coefficients(kind: str, prior: Prior, h: float) -> tuple[float, float]
     """
     g, T = prior.gamma, prior.T
     if kind == "ou":
-        return math.exp(-g * h), prior.sigma * math.sqrt(-math.expm1(-2 * g * h))
+        return prior.coefficients(h)
     if kind == "euler":
         return 1 - g * h, math.sqrt(2 * T * h)
     if kind == "mpl":

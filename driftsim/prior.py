@@ -57,7 +57,11 @@ class Prior:
         """SPEC §2: C(t,t) = σ² + (σ0² − σ²) e^(−2γt)."""
         return self.cov(t, t)
 
+    def coefficients(self, dt: float) -> tuple[float, float]:
+        """SPEC §2 exact transition over dt as (decay, std): (e^(−γdt), √(σ²(1 − e^(−2γdt))))."""
+        return math.exp(-self.gamma * dt), self.sigma * math.sqrt(-math.expm1(-2 * self.gamma * dt))
+
     def transition(self, theta: Tensor, dt: float, noise: Tensor) -> Tensor:
         """SPEC §2 exact transition: θ(t+dt) = e^(−γdt) θ(t) + √(σ²(1 − e^(−2γdt))) ξ, ξ = ``noise``."""
-        decay = math.exp(-self.gamma * dt)
-        return decay * theta + math.sqrt(self.sigma ** 2 * (1 - decay * decay)) * noise
+        decay, std = self.coefficients(dt)
+        return decay * theta + std * noise
