@@ -16,7 +16,7 @@ t = 0 entry of every recorded series is left out. Colours: seaborn's colour-blin
 - :func:`drift_accuracy`: decoding accuracy after the freeze with the decorrelated limit (§6.4, §9 finding 5).
 
 The measures (:func:`crossing_time`, :func:`phase_times`, :func:`overshoot`, :func:`best_stopping`,
-:func:`summary`) take plain arrays, so the tests of SPEC §9 apply them to ``theory.solve`` results directly.
+:func:`measures`) take plain arrays, so the tests of SPEC §9 apply them to ``theory.solve`` results directly.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ from . import store
 
 __all__ = ["PALETTE", "TIME_LABEL", "DRIFT_TIME_LABEL", "palette", "predictor_trajectories",
            "generalisation_error", "predictor_histograms", "drift_accuracy", "standard_figures", "save_figures",
-           "crossing_time", "phase_times", "overshoot", "best_stopping", "prediction_error", "summary", "compute_runs",
-           "figures_dir"]
+           "crossing_time", "phase_times", "overshoot", "best_stopping", "prediction_error", "measures", "summary",
+           "compute_runs", "figures_dir"]
 
 PALETTE = "colorblind"
 TIME_LABEL = "time t  [Langevin time, SPEC §1.4]"
@@ -101,19 +101,28 @@ def prediction_error(f: np.ndarray, y: np.ndarray, metric: str = "mse") -> np.nd
     raise ValueError(f"metric={metric!r} is not allowed: 'mse' or '01'")
 
 
-def summary(run: store.Run, point: int = 0) -> dict:
-    """The SPEC §9 numbers of one theory run for test point ``point`` (the synthetic task's one test point):
-    config keys (dotted), phase times, NTK and NNGP equilibria, overshoot, best early-stopping time and
-    error (test MSE of the mean predictor) against the equilibrium error, the training MSE at t*."""
-    t, f = run["/theory/learn/t"], run["/theory/learn/f_test"][:, point]
-    f_ntk, f_nngp = float(run["/theory/ntk/f_test"][point]), float(run["/theory/nngp/f_test"][point])
-    err = prediction_error(run["/theory/learn/f_test"], run["/task/y_test"])
+def measures(t: np.ndarray, f_test: np.ndarray, f_train: np.ndarray, y_test: np.ndarray, y_train: np.ndarray,
+             f_ntk: float, f_nngp: float, point: int = 0) -> dict:
+    """The SPEC §9 numbers of one theory trajectory (t [n], f_test [n, Q], f_train [n, P]) for test point
+    ``point`` with NTK and NNGP equilibria f_ntk, f_nngp: phase times, overshoot, best early-stopping time
+    t_best and its test MSE (all test points) against the equilibrium's, the training MSE at t_best."""
+    f = np.asarray(f_test)[:, point]
+    err = prediction_error(f_test, y_test)
     t_best, err_best = best_stopping(t, err)
     t_grad, t_diff = phase_times(t, f, f_ntk, f_nngp)
-    train_err = prediction_error(run["/theory/learn/f_train"], run["/task/y_train"])
-    return {**store.flat_config(run.config), "t_grad": t_grad, "t_diff": t_diff, "f_ntk": f_ntk, "f_nngp": f_nngp,
-            "overshoot": overshoot(f, f_nngp), "t_best": t_best, "err_best": err_best, "err_end": float(err[-1]),
-            "train_err_best": float(train_err[t == t_best][0])}
+    train_err = prediction_error(f_train, y_train)
+    return {"t_grad": t_grad, "t_diff": t_diff, "f_ntk": f_ntk, "f_nngp": f_nngp, "overshoot": overshoot(f, f_nngp),
+            "t_best": t_best, "err_best": err_best, "err_end": float(err[-1]),
+            "train_err_best": float(train_err[int(np.argmin(err))])}
+
+
+def summary(run: store.Run, point: int = 0) -> dict:
+    """:func:`measures` of a theory run (the synthetic task has one test point), after its config keys
+    (dotted, as in ``store.collect``)."""
+    return {**store.flat_config(run.config), **measures(
+        run["/theory/learn/t"], run["/theory/learn/f_test"], run["/theory/learn/f_train"], run["/task/y_test"],
+        run["/task/y_train"], float(run["/theory/ntk/f_test"][point]), float(run["/theory/nngp/f_test"][point]),
+        point)}
 
 
 # ---------------------------------------------------------------------------------------------- helpers

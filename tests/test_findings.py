@@ -27,19 +27,13 @@ TOL = 1e-4
 
 @lru_cache(maxsize=None)
 def synthetic(T=1e-3, sigma=1.0, sigma0=1.0, depth=1, activation="relu", overlap=0.75) -> dict:
-    """plots.summary-like numbers of one theory run on the synthetic task (test point and training MSE)."""
+    """plots.measures of one theory run on the synthetic task: phase times, overshoot, early stopping."""
     task = synthetic_task(4, overlap)
     t = record_times(equilibrium_time(T, sigma), 150)
     r = solve(task.x_train, task.y_train, task.x_test, depth=depth, activation=activation,
               prior=Prior(T, sigma, sigma0), t_learn=t, tol=TOL, progress=False)
-    t, f = t.numpy(), r.learn.f_test[:, 0].numpy()
-    f_ntk, f_nngp = float(r.ntk.f_test[0]), float(r.nngp.f_test[0])
-    err = plots.prediction_error(r.learn.f_test.numpy(), task.y_test.numpy())
-    t_best, err_best = plots.best_stopping(t, err)
-    train_err = plots.prediction_error(r.learn.f_train.numpy(), task.y_train.numpy())
-    t_grad, t_diff = plots.phase_times(t, f, f_ntk, f_nngp)
-    return dict(t_grad=t_grad, t_diff=t_diff, f_nngp=f_nngp, overshoot=plots.overshoot(f, f_nngp), t_best=t_best,
-                err_best=err_best, err_end=float(err[-1]), train_err_best=float(train_err[t == t_best][0]))
+    return plots.measures(t.numpy(), r.learn.f_test.numpy(), r.learn.f_train.numpy(), task.y_test.numpy(),
+                          task.y_train.numpy(), float(r.ntk.f_test[0]), float(r.nngp.f_test[0]))
 
 
 def equilibria_gap(activation: str, depth: int, sigma: float, sigma0: float, overlap: float = 0.75,
@@ -83,7 +77,8 @@ def test_small_sigma0_overshoots_nngp_and_early_stopping_beats_equilibrium(activ
     """Finding 3 at σ0/σ = 1/4, depth 1: the test predictor passes its NNGP equilibrium and comes back
     (relu: by 1.7% of it, erf: 3.7%), and the best test error is reached inside the diffusive phase, long
     after zero training error (relu: gradient phase t_grad ≈ 29, t* ≈ 360 with training MSE 3e-5, test MSE
-    0.091 against 0.098 at equilibrium; erf: t_grad ≈ 15, t* ≈ 130, 0.066 against 0.081). At σ0 = σ the approach is monotonic."""
+    0.091 against 0.098 at equilibrium; erf: t_grad ≈ 15, t* ≈ 130, 0.066 against 0.081). At σ0 = σ the
+    approach is monotonic."""
     small = synthetic(sigma0=0.25, activation=activation)
     assert small["overshoot"] > 0.01, small
     assert small["t_best"] > 3 * small["t_grad"], small

@@ -60,6 +60,8 @@ def test_error_marks_best_stopping(run):
     star = [line for line in ax.get_lines() if line.get_marker() == "*"]
     assert len(star) == 1 and star[0].get_xdata()[0] == t[i] and star[0].get_ydata()[0] == err[i]
     assert any("best stopping" in s for s in legend_texts(ax))
+    summary = plots.summary(run)
+    assert summary["t_best"] == t[i] and summary["dynamics.T"] == run.config["dynamics"]["T"]
     plt.close(fig)
 
 
