@@ -322,7 +322,7 @@ def drift_accuracy(run: store.Run, ax=None, label: Optional[str] = None, color=N
     ax.axhline(0.5, color="0.5", lw=1, ls=":", label="chance")
     _log_time(ax, DRIFT_TIME_LABEL)
     ax.set_ylabel("decoding accuracy (cross-validated)")
-    ax.set_ylim(0.4, 1.02)
+    ax.set_ylim(min(0.4, ax.dataLim.y0 - 0.05), 1.02)  # chance and above, unless a reader falls below
     _legend(ax)
     return fig
 
