@@ -122,6 +122,7 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
         raise ValueError(f"protocol.t0={t0!r} is outside the run: allowed 0 <= t0 <= {t_end:g} (the last recorded time)")
     if t0 is not None and t_drift is None:
         raise ValueError("t_drift (times since the freeze) must be given with t0")
+    tau = _check_times("t_drift", t_drift) if t0 is not None else None
 
     device = x_train.device
     x_train, x_test, y = (a.to(device=device, dtype=torch.float64) for a in (x_train, x_test, y))
@@ -130,7 +131,7 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     k_ntk, k_gp = model.ntk(x_all, x_all), model.nngp(x_all, x_all)
     f_ntk_train, f_ntk_test = ntk_predictor(k_ntk, p, y, t_learn.to(device))
 
-    disc = discretise(model, x_train, x_all, t_learn, t0, t_drift, tol)
+    disc = discretise(model, x_train, x_all, t_learn, t0, tau, tol)
     t, ex, rec, i0 = disc.t, disc.ndk, disc.rec, disc.i0
     gamma = prior.gamma
     keep, slot = torch.unique(torch.cat([rec, torch.tensor([i0], device=device)]), return_inverse=True)
@@ -144,7 +145,7 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     ntk_eq = Equilibrium(f_train=y.clone(), f_test=k_ntk[p:, :p] @ torch.linalg.solve(k_ntk[:p, :p], y))
     drift = None
     if t0 is not None:
-        tau = _check_times("t_drift", t_drift).to(device)
+        tau = tau.to(device)
         # SPEC §6.2 = Σ e^(−α γ τ) coef z(t0); τ → ∞ keeps the α = 0 (mean-kernel) term, SPEC §6.4
         f_fr = torch.einsum("nk,kmap,kmp->na", torch.exp(-gamma * tau[:, None] * ex.alpha[None, :]), ex.coef, z0)
         f_inf = torch.einsum("map,mp->a", ex.coef[0], z0[0])

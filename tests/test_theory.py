@@ -172,6 +172,7 @@ def test_bad_input_is_named():
         (dict(x_test=torch.ones(1, 3)), r"x_test has input dimension 3; expected 5"),
         (dict(y_train=torch.ones(3)), r"y_train must have shape \[4\]"),
         (dict(t0=1e6, t_drift=t), r"protocol.t0=1000000.0 is outside the run"),
+        (dict(t0=10.0, t_drift=torch.tensor([0.0, float("nan")])), r"t_drift must be"),
         (dict(activation="swish"), r"model.activation='swish'"),
         (dict(depth=0), r"model.depth=0"),
         (dict(t_learn=torch.tensor([0.0, 2.0, 1.0])), r"t_learn must be .*increasing"),
