@@ -22,31 +22,27 @@ def _mc(act: Activation, qa, qb, c, n=400_000, seed=0):
     return out
 
 
-def _as_quadrature(act: Activation, nodes: int) -> Activation:
-    return Activation.custom(act.name + "-quad", act.phi, act.dphi, nodes=nodes)
+def _closed_and_quadrature(name: str, nodes: int):
+    """(closed form, the same φ by quadrature, (K, K') of each) on the covariances COVS."""
+    act = ACTIVATIONS[name]
+    quad = Activation.custom(name + "-quad", act.phi, act.dphi, nodes=nodes)
+    qa, qb, c = COVS.T
+    return act, quad, act.expect(qa, qb, c), quad.expect(qa, qb, c)
 
 
 def test_erf_quadrature_matches_closed_form():
-    erf = ACTIVATIONS["erf"]
-    quad = _as_quadrature(erf, nodes=96)
-    qa, qb, c = COVS.T
-    k, kp = erf.expect(qa, qb, c)
-    kq, kpq = quad.expect(qa, qb, c)
+    erf, quad, (k, kp), (kq, kpq) = _closed_and_quadrature("erf", nodes=96)
     assert torch.allclose(kq, k, atol=1e-8, rtol=0)
     assert torch.allclose(kpq, kp, atol=1e-8, rtol=0)
-    assert torch.allclose(quad.expect_diag(qa), erf.expect_diag(qa), atol=1e-8, rtol=0)
+    assert torch.allclose(quad.expect_diag(COVS[:, 0]), erf.expect_diag(COVS[:, 0]), atol=1e-8, rtol=0)
 
 
 def test_relu_quadrature_matches_closed_form_to_stated_tolerance():
     """The kink limits Gauss–Hermite to first order: 3e-2 relative at 48 nodes (activations.py docstring)."""
-    relu = ACTIVATIONS["relu"]
-    quad = _as_quadrature(relu, nodes=48)
-    qa, qb, c = COVS.T
-    k, kp = relu.expect(qa, qb, c)
-    kq, kpq = quad.expect(qa, qb, c)
+    relu, quad, (k, kp), (kq, kpq) = _closed_and_quadrature("relu", nodes=48)
     assert torch.allclose(kq, k, rtol=5e-2, atol=1e-4)
     assert torch.allclose(kpq, kp, rtol=0, atol=2e-2)  # E[φ'φ'] of a step function: a 2-D indicator
-    assert torch.allclose(quad.mean(qa), relu.mean(qa), rtol=5e-2)
+    assert torch.allclose(quad.mean(COVS[:, 0]), relu.mean(COVS[:, 0]), rtol=5e-2)
 
 
 @pytest.mark.parametrize("name", ["linear", "relu", "erf", "tanh", "gelu", "softplus", "sin"])
