@@ -105,10 +105,12 @@ class DynamicsConfig:
     scheme: str = "langevin"  # langevin (exact prior part), euler (plain Euler–Maruyama), mpl
     dt: float = 0.01
     lam: float = 100.0
+    mpl_inner_steps: int = 2  # MALA sweeps per MPL step on the proximal objective (langevin.mpl)
 
     def __post_init__(self):
         for key in ("T", "sigma", "sigma0", "dt", "lam"):
             _positive(f"dynamics.{key}", getattr(self, key))
+        _require(self.mpl_inner_steps >= 0, "dynamics.mpl_inner_steps", self.mpl_inner_steps, "an integer >= 0")
         _positive("dynamics.t_max", self.t_max, allow_none=True)
         _choice("dynamics.scheme", self.scheme, ("langevin", "euler", "mpl"))
 

@@ -420,8 +420,8 @@ def _check_divergence(f: Tensor, t: float, dynamics: DynamicsConfig, lam_max: fl
 
 @torch.no_grad()
 def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: ProtocolConfig, sim: SimConfig,
-             t_learn: Tensor, t_drift: Optional[Tensor], seed: int, device: str = "auto", progress: bool = True,
-             *, mpl_inner_steps: int = 2) -> SimResult:
+             t_learn: Tensor, t_drift: Optional[Tensor], seed: int, device: str = "auto", progress: bool = True
+             ) -> SimResult:
     """Simulate an ensemble of E networks (SPEC §8) on ``task`` and record their predictors.
 
     task: x_train [P, N0], y_train [P], x_test [Q, N0] (float64). Learning follows ``dynamics.scheme``
@@ -456,7 +456,7 @@ def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: Proto
                         generator=g_init, dtype=dtype, antithetic=sim.antithetic)
     lam_max = _stability_hint(net, x, prior)
     if dynamics.scheme == "mpl":
-        scheme, dt, drift_kind = mpl(x, y, prior, mpl_inner_steps), 1 / dynamics.lam, "mpl"
+        scheme, dt, drift_kind = mpl(x, y, prior, dynamics.mpl_inner_steps), 1 / dynamics.lam, "mpl"
     else:
         scheme, dt, drift_kind = {"langevin": langevin, "euler": euler}[dynamics.scheme](x, y, prior), dynamics.dt, "ou"
     drift = prior_drift(prior, drift_kind, dynamics.lam, readout=protocol.freeze == "none")
@@ -502,7 +502,7 @@ def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: Proto
             "antithetic": sim.antithetic, "ntk_max_eig": lam_max}
     if dynamics.scheme == "mpl":
         proposed = state.stats.get("proposed", 0)
-        info.update(lam=dynamics.lam, mpl_inner_steps=mpl_inner_steps,
+        info.update(lam=dynamics.lam, mpl_inner_steps=dynamics.mpl_inner_steps,
                     mpl_acceptance=state.stats.get("accepted", 0) / proposed if proposed else float("nan"))
     return SimResult(learn_rec.phase(), drift_rec.phase() if drift_rec is not None else None,
                      float(t0) if t0 is not None else None, info)

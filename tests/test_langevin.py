@@ -200,11 +200,11 @@ def _small_run(scheme="langevin", dt=0.02, lam=50.0, seed=0, antithetic=True, t0
                progress=False, inner=2):
     """Synthetic task (P = 4), depth 1, T = 0.25 (γ = 0.25), σ = σ0 = 1."""
     task = synthetic_task(4, 0.75)
-    dyn = DynamicsConfig(T=0.25, sigma=1.0, sigma0=1.0, scheme=scheme, dt=dt, lam=lam)
+    dyn = DynamicsConfig(T=0.25, sigma=1.0, sigma0=1.0, scheme=scheme, dt=dt, lam=lam, mpl_inner_steps=inner)
     t_drift = record_times(drift_end, 6, t_first=0.1) if t0 is not None else None
     return simulate(task, ModelConfig(1, activation, width), dyn, ProtocolConfig(t0=t0, freeze=freeze),
                     SimConfig(ensemble=ensemble, antithetic=antithetic, activity_units=units, dtype=dtype),
-                    record_times(t_end, 8, t_first=0.1), t_drift, seed=seed, progress=progress, mpl_inner_steps=inner)
+                    record_times(t_end, 8, t_first=0.1), t_drift, seed=seed, progress=progress)
 
 
 def _gap(a, b) -> tuple[torch.Tensor, torch.Tensor]:
