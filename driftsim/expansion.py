@@ -97,11 +97,11 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     p, q = xa.shape[0], xb.shape[0]
     coef = torch.empty(alpha.numel(), nodes.numel(), p, q, dtype=torch.float64)
     err = 0.0
+    m_inf = model.last_layer_mean(torch.full((1,), prior.sigma ** 2, dtype=torch.float64), xa_c)[0]
     for m, u in enumerate(nodes.tolist()):
         # u = 0 is s = ∞: take the stationary limit at a late time instead
         s = 0.0 if stationary else (-math.log(u) / (2 * gamma) if u > 0 else 60.0 / gamma)
         su = torch.full((1,), s, dtype=torch.float64)
-        m_inf = model.last_layer_mean(torch.full((1,), prior.sigma ** 2, dtype=torch.float64), xa_c)[0]
         h0 = m_inf[:, None] * model.last_layer_mean(prior.var(su), xb_c)[0][None, :]
         if prior_part:  # G(0, u) = C(s,s) m_∞ m_s
             h0 = prior.var(su) * h0

@@ -107,9 +107,10 @@ def solve_second_kind(kernel: RowKernel, t: Tensor, y: Tensor, progress: bool = 
     return f
 
 
-def exponential_weights(mu: Tensor, h: float) -> tuple[Tensor, Tensor, Tensor]:
+def exponential_weights(mu: Tensor, h: "float | Tensor") -> tuple[Tensor, Tensor, Tensor]:
     """Exact integrals over one step of length h for a rate μ and a linear interpolant g(s):
-    ∫_{t−h}^{t} e^(−μ(t−s)) g(s) ds = w0 g(t−h) + w1 g(t), returned with the decay e^(−μh). mu: [K].
+    ∫_{t−h}^{t} e^(−μ(t−s)) g(s) ds = w0 g(t−h) + w1 g(t), returned with the decay e^(−μh).
+    mu and h broadcast: e.g. mu [1, K] and the steps h [n, 1] give [n, K] for a whole grid.
     """
     x = mu * h
     decay = torch.exp(-x)
@@ -145,11 +146,11 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
         kept[slot[0]] = z
     eye = torch.eye(p, dtype=y.dtype, device=y.device)
     r_prev = y
-    h_all = torch.diff(t).tolist()
+    decays, w0s, w1s = exponential_weights(mu[None, :], torch.diff(t)[:, None])  # [n, K]: every step at once
     for i in tqdm(range(1, n1), desc=desc, disable=not progress, leave=False, mininterval=1.0):
-        decay, w0, w1 = exponential_weights(mu, h_all[i - 1])
+        decay, w0 = decays[i - 1], w0s[i - 1]
         z = decay[:, None, None] * z + (w0[:, None] * ell[i - 1][None, :])[..., None] * r_prev
-        w_new = w1[:, None] * ell[i][None, :]  # [K, M]
+        w_new = w1s[i - 1][:, None] * ell[i][None, :]  # [K, M]
         s_i = (w_new.reshape(1, -1) @ coef_s).reshape(p, p)
         f[i] = torch.linalg.solve(eye + s_i, coef_z @ z.reshape(-1) + s_i @ y)
         r_prev = y - f[i]
