@@ -37,7 +37,7 @@ from .tasks import make_task
 from .theory import solve
 from .times import record_times
 
-__all__ = ["main", "run", "output_path"]
+__all__ = ["main", "run", "output_path", "existing_run_differs"]
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -53,7 +53,7 @@ def output_path(conf: DriftsimConfig) -> Path:
     return Path(to_absolute_path(conf.out))
 
 
-def _existing_run_differs(out: Path, config_yaml: str) -> Optional[str]:
+def existing_run_differs(out: Path, config_yaml: str) -> Optional[str]:
     """None when ``out`` already holds a complete run of this config; otherwise why it may not be reused."""
     try:
         stored = store.flat_config(store.read_run(out).config)
@@ -132,7 +132,7 @@ def main(cfg: DictConfig) -> str:
         config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         out = output_path(conf)
         if out.exists() and not conf.overwrite:
-            reason = _existing_run_differs(out, config_yaml)
+            reason = existing_run_differs(out, config_yaml)
             if reason is None:
                 log.info("complete run already in %s: skipped (overwrite=true recomputes it)", out)
                 return str(out)

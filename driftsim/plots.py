@@ -376,7 +376,7 @@ def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]
             out = Path(folder) / f"{name}.h5"
             cfg = compose("config", overrides=[*overrides, f"out='{out}'"])  # quoted: names hold "="
             config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-            if not out.exists() or app._existing_run_differs(out, config_yaml) is not None:
+            if not out.exists() or app.existing_run_differs(out, config_yaml) is not None:
                 app.run(OmegaConf.to_object(cfg), config_yaml, out)
             runs[name] = store.read_run(out)
     return runs
