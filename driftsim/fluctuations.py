@@ -41,7 +41,7 @@ from .activations import Activation
 from .expansion import expand
 from .kernels import KernelModel, check_inputs
 from .prior import Prior
-from .theory import Discretisation, _check_times, discretise
+from .theory import Discretisation, check_times, discretise
 from .volterra import exponential_weights
 
 __all__ = ["PhaseCovariance", "predictor_covariance"]
@@ -156,7 +156,7 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     """
     x_train = check_inputs("x_train", x_train)
     x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
-    t_learn = _check_times("t_learn", t_learn)
+    t_learn = check_times("t_learn", t_learn)
     if t0 is not None and t_drift is None:
         raise ValueError("t_drift (times since the freeze) must be given with t0")
     dev = x_train.device
@@ -178,7 +178,7 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     learn = _Group(anchors=disc.rec, pts=pts, scales=torch.ones(n, r, kk, dtype=torch.float64, device=dev))
     groups = [learn]
     if t0 is not None:
-        tau = _check_times("t_drift", t_drift).to(dev)
+        tau = check_times("t_drift", t_drift).to(dev)
         u, w = _drift_basis(torch.exp(-gamma * tau[:, None] * disc.ndk.alpha[None, :]))
         nk = u.shape[1]
         groups.append(_Group(anchors=torch.tensor([disc.i0], device=dev), pts=pts.repeat(nk),

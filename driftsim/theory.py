@@ -23,7 +23,7 @@ __all__ = ["solve", "grid_for", "discretise", "Discretisation", "ntk_predictor",
 GRID_FIRST, GRID_GROWTH, GRID_MAX = 7.0, 3.5, 1.75
 
 
-def _check_times(name: str, t: Tensor) -> Tensor:
+def check_times(name: str, t: Tensor) -> Tensor:
     t = torch.as_tensor(t, dtype=torch.float64).flatten()
     if t.numel() == 0 or not torch.isfinite(t).all() or t.min() < 0 or (t.numel() > 1 and (torch.diff(t) <= 0).any()):
         raise ValueError(f"{name} must be a non-empty, strictly increasing array of finite times >= 0; got {t.tolist()[:6]}...")
@@ -116,13 +116,13 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     y = _check_labels(y_train, p)
     if not (0 < tol < 1):
         raise ValueError(f"theory.tol={tol!r} is not allowed: a number in (0, 1)")
-    t_learn = _check_times("t_learn", t_learn)
+    t_learn = check_times("t_learn", t_learn)
     t_end = float(t_learn[-1])
     if t0 is not None and not (0 <= t0 <= t_end):
         raise ValueError(f"protocol.t0={t0!r} is outside the run: allowed 0 <= t0 <= {t_end:g} (the last recorded time)")
     if t0 is not None and t_drift is None:
         raise ValueError("t_drift (times since the freeze) must be given with t0")
-    tau = _check_times("t_drift", t_drift) if t0 is not None else None
+    tau = check_times("t_drift", t_drift) if t0 is not None else None
 
     device = x_train.device
     x_train, x_test, y = (a.to(device=device, dtype=torch.float64) for a in (x_train, x_test, y))
