@@ -41,7 +41,8 @@ from .activations import Activation
 from .expansion import expand
 from .kernels import KernelModel, check_inputs
 from .prior import Prior
-from .theory import Discretisation, check_times, discretise
+from .theory import Discretisation, discretise
+from .times import check_times
 from .volterra import exponential_weights
 
 __all__ = ["PhaseCovariance", "predictor_covariance"]

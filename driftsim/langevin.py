@@ -30,6 +30,7 @@ from .config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
 from .networks import Ensemble, Forward, init_ensemble, resolve_device, resolve_dtype
 from .prior import Prior
 from .results import SimPhase, SimResult
+from .times import check_times
 
 __all__ = ["Noise", "State", "Scheme", "prior_coefficients", "langevin", "euler", "mpl", "mpl_readout_draw",
            "prior_drift", "leave_a_core", "simulate", "DIVERGENCE_LIMIT"]
@@ -358,14 +359,6 @@ def leave_a_core(noise: Noise):
         torch.set_num_threads(threads)
 
 
-def _check_times(name: str, t: Tensor) -> Tensor:
-    t = torch.as_tensor(t, dtype=torch.float64).cpu()
-    if t.dim() != 1 or len(t) == 0 or t[0] != 0 or not bool(torch.isfinite(t).all()) or bool((t.diff() <= 0).any()):
-        raise ValueError(f"{name} must be a 1-D tensor of finite recorded times starting at 0 and strictly "
-                         f"increasing; got {t.tolist() if t.numel() <= 8 else t.shape}")
-    return t
-
-
 def _generators(seed: int, device: torch.device) -> list[torch.Generator]:
     """Independent generators for initialisation, learning and drift: the learning run does not depend on
     whether a drift phase is asked for."""
@@ -436,14 +429,14 @@ def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: Proto
     dynamics.dt (or lam) when the run diverges.
     """
     start = time.perf_counter()
-    t_learn = _check_times("t_learn", t_learn)
+    t_learn = check_times("t_learn", t_learn, from_zero=True)
     t0 = protocol.t0
     if t0 is None and t_drift is not None:
         raise ValueError("t_drift was given but protocol.t0 is unset: there is no drift phase to record")
     if t0 is not None:
         if t_drift is None:
             raise ValueError(f"protocol.t0={t0:g} asks for a drift phase: pass its recorded times t_drift")
-        t_drift = _check_times("t_drift", t_drift)
+        t_drift = check_times("t_drift", t_drift, from_zero=True)
     if sim.activity_units > model.width:
         raise ValueError(f"sim.activity_units={sim.activity_units} exceeds model.width={model.width}")
     dev, dtype = resolve_device(device), resolve_dtype(sim.dtype)

@@ -15,19 +15,13 @@ from .kernels import KernelModel, check_inputs
 from .prior import Prior
 from .results import Equilibrium, TheoryDrift, TheoryLearn, TheoryResult
 from .expansion import Expansion, expand
+from .times import check_times
 from .volterra import graded_grid, solve_separable
 
 __all__ = ["solve", "grid_for", "discretise", "Discretisation", "ntk_predictor", "nngp_predictor"]
 
 # grid constants of grid_for, calibrated in tests/test_theory.py::test_refinement_order
 GRID_FIRST, GRID_GROWTH, GRID_MAX = 7.0, 3.5, 1.75
-
-
-def check_times(name: str, t: Tensor) -> Tensor:
-    t = torch.as_tensor(t, dtype=torch.float64).flatten()
-    if t.numel() == 0 or not torch.isfinite(t).all() or t.min() < 0 or (t.numel() > 1 and (torch.diff(t) <= 0).any()):
-        raise ValueError(f"{name} must be a non-empty, strictly increasing array of finite times >= 0; got {t.tolist()[:6]}...")
-    return t
 
 
 def _check_labels(y: Tensor, p: int) -> Tensor:

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["record_times"]
+__all__ = ["record_times", "check_times"]
 
 
 def record_times(t_end: float, n: int, t_first: float | None = None) -> Tensor:
@@ -25,3 +25,16 @@ def record_times(t_end: float, n: int, t_first: float | None = None) -> Tensor:
     times = torch.cat([torch.zeros(1, dtype=torch.float64), 10.0 ** logs])
     times[-1] = t_end  # exactly: 10**log10(t_end) can miss it by an ulp, and t0 = t_end must lie inside
     return times
+
+
+def check_times(name: str, t: Tensor, from_zero: bool = False) -> Tensor:
+    """``t`` as a float64 CPU tensor [n] after checking it: non-empty, finite, >= 0, strictly increasing,
+    and starting at 0 if ``from_zero``; else a ValueError naming ``name`` and what is allowed."""
+    t = torch.as_tensor(t, dtype=torch.float64).cpu()
+    ok = (t.dim() == 1 and t.numel() > 0 and bool(torch.isfinite(t).all()) and bool(t.min() >= 0)
+          and not bool((t.diff() <= 0).any()) and (not from_zero or t[0] == 0))
+    if not ok:
+        start = "starting at 0, " if from_zero else ""
+        raise ValueError(f"{name} must be a 1-D, non-empty array of finite times >= 0, {start}strictly increasing; "
+                         f"got {t.tolist() if t.numel() <= 8 else tuple(t.shape)}")
+    return t
