@@ -23,10 +23,14 @@ so the same running sums also contract ψ with K_GP(t_l, t_l') over all pairs of
     S = Σ_l Σ_k (Y_k(l) − ψ(l)/2) G_k(l) ψ(l)ᵀ      (pairs l' ≥ l, the diagonal counted half each way).
 
 After the freeze the targets differ only by the scales e^(−α_k γ τ) of the rates, so the sweep carries
-a basis of those scales (an SVD) instead of every drift time. Cost per grid step O(R K P²) for R active
-target rows (points × recorded times whose anchor is still ahead, plus points × drift basis), K rates,
-P training points, plus forming the two kernels' coefficients at the step, O(K M P (P+Q)) as in the mean
-solution; no (n_grid·P)² array exists. Shapes: n, m recorded times, P training and Q test points.
+a basis of those scales (an SVD truncated at tol/10 relative) instead of every drift time. With σ0 = σ the
+prior is stationary and fluctuation–dissipation (SPEC §5.3) holds exactly, so G_k = (T/μ_k) × the NDK's
+coefficients: no second fit, and one product per rate serves both kernels. Rates whose decay over the
+next step underflows share one running sum, ψ(j+1). Cost per grid step O(R (k_slow + 1) P²) for R active
+target rows (points × recorded times whose anchor is still ahead, plus points × drift basis) and k_slow
+rates that outlive the step (about half of the K rates in the diffusive phase), plus forming the
+coefficients at t_j, O(K M P (P+Q)), where they depend on time (σ0 ≠ σ); no (n_grid·P)² array exists.
+Shapes: n, m recorded times, P training and Q test points.
 """
 from __future__ import annotations
 
@@ -38,10 +42,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .activations import Activation
-from .expansion import expand
+from .expansion import Expansion, expand
 from .kernels import KernelModel, check_inputs
 from .prior import Prior
-from .theory import Discretisation, discretise
+from .theory import Discretisation, check_tol, discretise
 from .times import check_times
 from .volterra import exponential_weights
 
@@ -68,7 +72,7 @@ class _Group:
     anchors: Tensor
     pts: Tensor
     scales: Tensor
-    y: Optional[Tensor] = None  # Y_k(j+1) [nb, r, K·P]: rows × (rate, point), so that a step is one GEMM
+    y: Optional[Tensor] = None  # Y_k(j+1) [K, nb·r, P], rate-major so that a step is one batched product
     e: Optional[Tensor] = None  # scales · e^(−μ_k(t_a − t_{j+1})), [nb, r, K]
     x: Optional[Tensor] = None
     s: Optional[Tensor] = None
@@ -80,7 +84,7 @@ class _Group:
         self._back = torch.argsort(order)
         nb, r = self.scales.shape[:2]
         like = self.scales
-        self.y = like.new_zeros(nb, r, kk * p)
+        self.y = like.new_zeros(kk, nb * r, p)
         self.e = like.new_zeros(nb, r, kk)
         self.x, self.s = like.new_zeros(nb, r, r), like.new_zeros(nb, r, r)
 
@@ -88,57 +92,105 @@ class _Group:
         return self.x[self._back], self.s[self._back]
 
 
-def _sweep(disc: Discretisation, prior_ex, gamma: float, p: int, groups: list[_Group], progress: bool) -> None:
-    """Backward sweep of the module docstring over the grid, all groups at once (results in each group)."""
+# a rate whose decay over the next step is below this has Y_k(j+1) = ψ(j+1) to rounding
+_FAST = 1e-15
+
+
+def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma: float, p: int,
+           groups: list[_Group], progress: bool) -> None:
+    """Backward sweep of the module docstring over the grid, all groups at once (results in each group).
+
+    prior_ex None (σ0 = σ): fluctuation–dissipation (SPEC §5.3) makes K_GP's coefficients those of the NDK
+    times T/μ_k, so one product Y_k C_k per rate serves both kernels. Rates are ascending, and those that
+    forget within the next step (the fast end of the ladder in the diffusive phase) share one running
+    sum, ψ(j+1). A step costs O(R (k_slow + 1) P²) for R active rows; with σ0 = σ the step's matrices are
+    rebuilt only where the step sizes change."""
     t, ex = disc.t, disc.ndk
     n1, dev, dt = t.shape[0], t.device, t.dtype
     mu = (ex.alpha + 1) * gamma
     kk = mu.shape[0]
+    fdt = prior_ex is None
+    g_scale = T / mu if fdt else torch.ones_like(mu)
     ell = ex.basis_u(torch.exp(-2 * gamma * t))  # [n1, M]
-    steps = exponential_weights(mu[None, :], torch.diff(t)[:, None])  # 3 × [n1 − 1, K]
+    h = torch.diff(t)
+    steps = exponential_weights(mu[None, :], h[:, None])  # 3 × [n1 − 1, K]
     # indexed by grid point j: step j+1 (decay, w0; zero past the end) and step j (w1; zero at j = 0)
     zero = torch.zeros(1, kk, dtype=dt, device=dev)
     decay, w0 = (torch.cat([w, zero]) for w in steps[:2])
     w1 = torch.cat([zero, steps[2]])
+    n_slow = torch.cat([(decay[1:] >= _FAST).sum(1), torch.zeros(1, dtype=torch.long, device=dev)]).tolist()
+    # the step sizes that the weights at grid point j depend on: h_{j−1}, h_j, h_{j+1}
+    nan = [float("nan")]
+    h_pad = nan + h.tolist() + nan + nan
+    fixed = ell.shape[1] == 1  # σ0 = σ: the coefficients do not depend on time
+
+    # [M, K·(P+Q)·P]: the rows at t_j are then one product with ℓ(u_j) streaming the coefficients once
+    flat = [e.coef.permute(1, 0, 2, 3).reshape(ell.shape[1], -1) for e in ((ex,) if fdt else (ex, prior_ex))]
+    shape = ex.coef.shape[:1] + ex.coef.shape[2:]
+
+    def coefs(j: int) -> tuple[Tensor, Tensor]:
+        """K_d and K_GP rows at t_j: [K, P+Q, P] each."""
+        c = (ell[j] @ flat[0]).view(shape)
+        return c, g_scale[:, None, None] * c if fdt else (ell[j] @ flat[1]).view(shape)
+
     for g in groups:
         g.start(kk, p)
     eye = torch.eye(p, dtype=dt, device=dev)
+    if fixed:
+        c, g_c = coefs(0)
+    built = None
     for j in tqdm(range(n1 - 1, -1, -1), desc="theory: covariance", disable=not progress, leave=False,
                   mininterval=1.0):
         firsts = [int(torch.searchsorted(g.anchors, torch.tensor(j, device=dev))) for g in groups]
         if all(f == g.anchors.shape[0] for f, g in zip(firsts, groups)):
             continue
-        c = torch.einsum("kmaq,m->kaq", ex.coef, ell[j])  # K_d rows: [K, P+Q, P]
-        g_c = torch.einsum("kmaq,m->kaq", prior_ex.coef, ell[j])  # K_GP rows
-        c_xx, gc_xx = c[:, :p], g_c[:, :p]
-        # Y(j+1) against [the weights of δf_X(t_j) in the later ψ(i), i > j | K_GP(t_i, t_j)]
-        right = torch.cat([(w1[j] * decay[j] + w0[j])[:, None, None] * c_xx, decay[j][:, None, None] * gc_xx], 2)
-        right = right.reshape(kk * p, 2 * p)
-        lu = torch.linalg.lu_factor((eye + torch.einsum("k,kpq->pq", w1[j], c_xx)).T)  # (I + 𝒦(t_j, t_j))ᵀ
-        g_half = gc_xx.sum(0) / 2
-        for g, first in zip(groups, firsts):
+        geom = (n_slow[j], *h_pad[j:j + 3])
+        if not (fixed and built is not None and geom[0] == built[0]
+                and all(abs(a - b) <= 1e-12 * abs(b) for a, b in zip(geom[1:], built[1:]))):
+            built = geom
+            if not fixed:
+                c, g_c = coefs(j)
+            c_xx, gc_xx = c[:, :p], g_c[:, :p]
+            ks = n_slow[j]
+            # Y(j+1) against the weights of δf_X(t_j) in the later ψ(i), i > j, and against K_GP(t_i, t_j)
+            w_hist, w_half = w1[j] * decay[j] + w0[j], decay[j] * g_scale
+            merged = torch.cat([torch.einsum("k,kpq->pq", w_hist[ks:], c_xx[ks:]),
+                                torch.einsum("k,kpq->pq", decay[j][ks:], gc_xx[ks:])], 1)
+            inv = torch.linalg.inv(eye + torch.einsum("k,kpq->pq", w1[j], c_xx))  # (I + 𝒦(t_j, t_j))⁻¹
+            g_half = gc_xx.sum(0) / 2
+            rows_c = [(c[:, g.pts], g_c[:, g.pts]) for g in groups]  # the targets' own rows [K, r, P]
+        for g, first, (c_t, gc_t) in zip(groups, firsts, rows_c):
             if first == g.anchors.shape[0]:
                 continue
-            ya, ea = g.y[first:], g.e[first:]
+            ea = g.e[first:]
             r = g.pts.shape[0]
+            ya = g.y[:, first * r:]  # [K, active rows, P]
             e_new = torch.where((g.anchors[first:] == j)[:, None, None], g.scales[first:], ea * decay[j])
-            hist, half = (ya.reshape(-1, kk * p) @ right).view(-1, r, 2 * p).split(p, dim=2)  # one GEMM
+            z = torch.bmm(ya[:ks], c_xx[:ks])  # one product per slow rate (and kernel)
+            z_g = z if fdt else torch.bmm(ya[:ks], gc_xx[:ks])
+            n_act = ya.shape[1] * p
+            hist = (w_hist[:ks] @ z.view(ks, n_act)).view(-1, p)
+            half = (w_half[:ks] @ z_g.view(ks, n_act)).view(-1, p)
+            if ks < kk:
+                fast = ya[ks] @ merged
+                hist, half = hist + fast[:, :p], half + fast[:, p:]
             # ... and the weights of δf_X(t_j) in the targets' own histories
-            rhs = hist + torch.einsum("brk,krq->brq", w1[j] * e_new + w0[j] * ea, c[:, g.pts])
-            psi = -torch.linalg.lu_solve(*lu, rhs.reshape(-1, p).T).T.reshape(-1, r, p)
-            g.y[first:] = (decay[j][:, None] * ya.view(-1, r, kk, p) + psi[:, :, None]).view(-1, r, kk * p)
+            rhs = hist.view(-1, r, p) + torch.einsum("brk,krq->brq", w1[j] * e_new + w0[j] * ea, c_t)
+            psi = -(rhs @ inv)
+            ya.mul_(decay[j][:, None, None]).add_(psi.view(1, -1, p))  # Y_k(j) = decay Y_k(j+1) + ψ(j)
             g.e[first:] = e_new
             # Σ_k (Y_k(j) − ψ(j)/2) G_k(j) with Y_k(j) = decay Y_k(j+1) + ψ(j)
-            g.s[first:] += (half + psi @ g_half) @ psi.transpose(1, 2)
-            cross = torch.einsum("brk,krq->brq", e_new, g_c[:, g.pts])  # K_GP(target, t_j) per target row
+            g.s[first:] += (half.view(-1, r, p) + psi @ g_half) @ psi.transpose(1, 2)
+            cross = torch.einsum("brk,krq->brq", e_new, gc_t)  # K_GP(target, t_j) per target row
             g.x[first:] += psi @ cross.transpose(1, 2)
 
 
-def _drift_basis(lam: Tensor) -> tuple[Tensor, Tensor]:
-    """λ [m, K] = e^(−αγτ) = U [m, k] W [k, K] to rounding, k ≤ min(m, K): after the freeze every target is
-    a combination of k rows of the sweep (the rows are linear in the scales, the covariance bilinear)."""
+def _drift_basis(lam: Tensor, rel: float) -> tuple[Tensor, Tensor]:
+    """λ [m, K] = e^(−αγτ) ≈ U [m, k] W [k, K], singular values below ``rel`` · the largest dropped: after the
+    freeze every target is a combination of k rows of the sweep (the rows are linear in the scales, the
+    covariance bilinear), k ≤ min(m, K)."""
     u, sv, vh = torch.linalg.svd(lam, full_matrices=False)
-    k = int((sv > sv[0] * 1e-13).sum())
+    k = int((sv > sv[0] * rel).sum())
     return u[:, :k], sv[:k, None] * vh[:k]
 
 
@@ -151,13 +203,14 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     """SPEC §10: covariance of the predictor over the ensemble, {"learn": ..., "drift": ...} (drift with t0).
 
     x_train [P, N0], x_test [Q, N0]; t_learn [n], t_drift [m] as for theory.solve (same grid for the same
-    tol). points / test_points: indices of the training / test points to include (None: all); the
-    cost grows linearly with their number. discretisation: ``TheoryResult.discretisation`` of the mean
+    tol; tol also sets the truncation of the drift basis). points / test_points: indices of the training /
+    test points to include (None: all); the cost grows linearly with their number. discretisation: ``TheoryResult.discretisation`` of the mean
     solution of the same arguments, reused instead of recomputed. Float64 on the device of x_train.
     """
     x_train = check_inputs("x_train", x_train)
     x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
     t_learn = check_times("t_learn", t_learn)
+    check_tol(tol)
     if t0 is not None and t_drift is None:
         raise ValueError("t_drift (times since the freeze) must be given with t0")
     dev = x_train.device
@@ -167,7 +220,9 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     x_all = torch.cat([x_train, x_test])
     disc = discretisation or discretise(model, x_train, x_all, t_learn, t0, t_drift, tol)
     gamma = prior.gamma
-    prior_ex = expand(model, x_all, x_train, t_span=disc.t_span, tau_min=disc.tau_min, prior_part=True)
+    # with σ0 = σ the prior's expansion follows from the NDK's (_sweep); otherwise it is fitted
+    prior_ex = None if prior.sigma0 == prior.sigma else expand(model, x_all, x_train, t_span=disc.t_span,
+                                                               tau_min=disc.tau_min, prior_part=True)
     tr = torch.arange(p) if points is None else torch.as_tensor(list(points), dtype=torch.long)
     te = torch.arange(q) if test_points is None else torch.as_tensor(list(test_points), dtype=torch.long)
     tr, te = tr.to(dev), te.to(dev)
@@ -180,11 +235,11 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     groups = [learn]
     if t0 is not None:
         tau = check_times("t_drift", t_drift).to(dev)
-        u, w = _drift_basis(torch.exp(-gamma * tau[:, None] * disc.ndk.alpha[None, :]))
+        u, w = _drift_basis(torch.exp(-gamma * tau[:, None] * disc.ndk.alpha[None, :]), tol / 10)
         nk = u.shape[1]
         groups.append(_Group(anchors=torch.tensor([disc.i0], device=dev), pts=pts.repeat(nk),
                              scales=w.repeat_interleave(r, 0)[None]))
-    _sweep(disc, prior_ex, gamma, p, groups, progress)
+    _sweep(disc, prior_ex, prior.T, gamma, p, groups, progress)
     x_acc, s_acc = learn.result()
     # prior covariance of the targets themselves: K_GP(t,t) while learning
     covs = [model.prior_cov(t_learn, t_learn, xp, xp) + x_acc + x_acc.transpose(1, 2) + s_acc + s_acc.transpose(1, 2)]

@@ -18,7 +18,7 @@ from .expansion import Expansion, expand
 from .times import check_times
 from .volterra import graded_grid, solve_separable
 
-__all__ = ["solve", "grid_for", "discretise", "Discretisation", "ntk_predictor", "nngp_predictor"]
+__all__ = ["solve", "check_tol", "grid_for", "discretise", "Discretisation", "ntk_predictor", "nngp_predictor"]
 
 # grid constants of grid_for, calibrated in tests/test_theory.py::test_refinement_order
 GRID_FIRST, GRID_GROWTH, GRID_MAX = 7.0, 3.5, 1.75
@@ -31,6 +31,12 @@ def _check_labels(y: Tensor, p: int) -> Tensor:
     if not torch.isfinite(y).all():
         raise ValueError("y_train contains NaN or inf; allowed: finite values only")
     return y
+
+
+def check_tol(tol: float) -> None:
+    """ValueError unless 0 < tol < 1 (the target accuracy of the Volterra solution)."""
+    if not (0 < tol < 1):
+        raise ValueError(f"theory.tol={tol!r} is not allowed: a number in (0, 1)")
 
 
 def ntk_predictor(k_ntk: Tensor, p: int, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,8 +114,7 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
     p = x_train.shape[0]
     y = _check_labels(y_train, p)
-    if not (0 < tol < 1):
-        raise ValueError(f"theory.tol={tol!r} is not allowed: a number in (0, 1)")
+    check_tol(tol)
     t_learn = check_times("t_learn", t_learn)
     t_end = float(t_learn[-1])
     if t0 is not None and not (0 <= t0 <= t_end):

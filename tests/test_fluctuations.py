@@ -82,19 +82,20 @@ def test_equilibrium_is_the_gp_posterior_covariance(act, depth, s0):
     assert torch.allclose(cov["learn"].cov_test[-1], post[5:, 5:], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("freeze", ["start", "equilibrium"])
-def test_long_drift_of_odd_phi_forgets_the_task(freeze):
+@pytest.mark.parametrize("freeze,s0", [("start", 0.6), ("equilibrium", 0.6), ("equilibrium", 1.0)])
+def test_long_drift_of_odd_phi_forgets_the_task(freeze, s0):
     """SPEC §6.4 for odd φ (mean kernel 0): long after the freeze the predictor is a draw of the prior with
     the frozen readout's variance, C(t0,t0) K_L^eq = (C(t0,t0)/σ²) K_gp — K_gp after a freeze at
-    equilibrium, σ0²/σ² K_gp after one at t = 0 (nothing learnt, a(0) kept) — and on the way it is not."""
+    equilibrium, σ0²/σ² K_gp after one at t = 0 (nothing learnt, a(0) kept) — and on the way it is not.
+    σ0 = σ takes the fluctuation–dissipation route (no fitted prior expansion)."""
     x, xt = points()
-    prior = Prior(0.05, 1.0, 0.6)
+    prior = Prior(0.05, 1.0, s0)
     t_learn = record_times(25 / prior.gamma, 4)
     t0 = float(t_learn[-1]) if freeze == "equilibrium" else 0.0
     cov = predictor_covariance(x, xt, depth=2, activation="erf", prior=prior, t_learn=t_learn,
                                t0=t0, t_drift=record_times(40 / prior.gamma, 6))
     xa = torch.cat([x, xt])
-    k = KernelModel("erf", 2, prior).nngp(xa, xa) * (1.0 if freeze == "equilibrium" else 0.36)
+    k = KernelModel("erf", 2, prior).nngp(xa, xa) * (1.0 if freeze == "equilibrium" else s0 ** 2)
     assert torch.allclose(cov["drift"].var_train[-1], k.diagonal()[:5], atol=1e-4, rtol=0)
     assert torch.allclose(cov["drift"].cov_test[-1], k[5:, 5:], atol=1e-4, rtol=0)
     assert (cov["drift"].cov_test[1] - k[5:, 5:]).abs().max() > 1e-2
@@ -118,6 +119,27 @@ def test_chosen_points_and_reused_discretisation_give_the_same_numbers():
         assert (torch.linalg.eigvalsh(a.cov_test) > -1e-8).all()  # a covariance
     with pytest.raises(ValueError, match="t_drift"):
         predictor_covariance(x, xt, depth=1, activation="relu", prior=prior, t_learn=t_learn, t0=5.0)
+    with pytest.raises(ValueError, match="theory.tol"):
+        predictor_covariance(x, xt, tol=0.0, **kw)
+
+
+@pytest.mark.parametrize("act,s0", [("relu", 1.0), ("erf", 0.5)])
+def test_truncated_drift_basis_stays_within_a_tenth_of_tol(act, s0):
+    """tol sets the rank of the drift basis: on one discretisation the covariance at tol = 1e-3 lies
+    within 1e-4 of the untruncated basis (tol = 1e-13), while using fewer rows."""
+    x, xt = points(p=8, q=2)
+    prior = Prior(0.01, 1.0, s0)
+    t_end = 20 / prior.gamma
+    t_learn, t_drift = record_times(t_end, 5), record_times(t_end, 30)
+    y = torch.tensor([1.0, -1, 1, -1, 1, -1, 1, -1])
+    mean = solve(x, y, xt, depth=2, activation=act, prior=prior, t_learn=t_learn, t0=t_end, t_drift=t_drift,
+                 tol=1e-3, progress=False)
+    kw = dict(depth=2, activation=act, prior=prior, t_learn=t_learn, t0=t_end, t_drift=t_drift, points=[0, 5],
+              discretisation=mean.discretisation)
+    exact, cut = (predictor_covariance(x, xt, tol=tol, **kw)["drift"] for tol in (1e-13, 1e-3))
+    assert torch.allclose(cut.cov_test, exact.cov_test, atol=1e-4, rtol=0)
+    assert torch.allclose(cut.var_train[:, [0, 5]], exact.var_train[:, [0, 5]], atol=1e-4, rtol=0)
+    assert (cut.cov_test - exact.cov_test).abs().max() > 0  # the basis was cut
 
 
 # Langevin ensembles (SPEC §8): width 512, 512 independent networks, relu, σ0/σ = 0.5, T = 0.2 (γ = 0.2):
