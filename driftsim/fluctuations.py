@@ -34,7 +34,7 @@ Shapes: n, m recorded times, P training and Q test points.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Union
 
 import torch
@@ -66,15 +66,16 @@ class PhaseCovariance:
 
 @dataclass
 class _Group:
-    """Targets swept together: nb blocks of r rows; row i of block b reads point pts[i] (index into training +
-    test points) at grid index anchors[b], with per-rate scales[b, i] [K] of the kernel (1 while learning).
-    Rows of one block are contracted with each other: x, s [nb, r, r] (module docstring's X and S)."""
+    """Targets swept together: nb blocks of r = copies × len(pts) rows; row c·len(pts) + i of block b reads
+    point pts[i] (index into training + test points) at grid index anchors[b], with per-rate scales[b, row]
+    [K] of the kernel (1 while learning; copies are the drift basis). Rows of one block are contracted with
+    each other: s [nb, r, r] accumulates the module docstring's S + Xᵀ."""
     anchors: Tensor
     pts: Tensor
     scales: Tensor
     y: Optional[Tensor] = None  # Y_k(j+1) [K, nb·r, P], rate-major so that a step is one batched product
+    last: Optional[Tensor] = None  # ψ(j+1) [nb·r, P]: Y_k(j+1) of the rates that forgot over step j+1
     e: Optional[Tensor] = None  # scales · e^(−μ_k(t_a − t_{j+1})), [nb, r, K]
-    x: Optional[Tensor] = None
     s: Optional[Tensor] = None
     _back: Optional[Tensor] = None  # undoes the sort by anchor
 
@@ -85,11 +86,12 @@ class _Group:
         nb, r = self.scales.shape[:2]
         like = self.scales
         self.y = like.new_zeros(kk, nb * r, p)
+        self.last = like.new_zeros(nb * r, p)
         self.e = like.new_zeros(nb, r, kk)
-        self.x, self.s = like.new_zeros(nb, r, r), like.new_zeros(nb, r, r)
+        self.s = like.new_zeros(nb, r, r)
 
-    def result(self) -> tuple[Tensor, Tensor]:
-        return self.x[self._back], self.s[self._back]
+    def result(self) -> Tensor:
+        return self.s[self._back]
 
 
 # a rate whose decay over the next step is below this has Y_k(j+1) = ψ(j+1) to rounding
@@ -103,8 +105,8 @@ def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma:
     prior_ex None (σ0 = σ): fluctuation–dissipation (SPEC §5.3) makes K_GP's coefficients those of the NDK
     times T/μ_k, so one product Y_k C_k per rate serves both kernels. Rates are ascending, and those that
     forget within the next step (the fast end of the ladder in the diffusive phase) share one running
-    sum, ψ(j+1). A step costs O(R (k_slow + 1) P²) for R active rows; with σ0 = σ the step's matrices are
-    rebuilt only where the step sizes change."""
+    sum, ψ(j+1), and only the others' sums are kept. A step costs O(R (k_slow + 1) P²) for R active rows;
+    with σ0 = σ the step's matrices are rebuilt only where the step sizes change."""
     t, ex = disc.t, disc.ndk
     n1, dev, dt = t.shape[0], t.device, t.dtype
     mu = (ex.alpha + 1) * gamma
@@ -118,7 +120,9 @@ def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma:
     zero = torch.zeros(1, kk, dtype=dt, device=dev)
     decay, w0 = (torch.cat([w, zero]) for w in steps[:2])
     w1 = torch.cat([zero, steps[2]])
-    n_slow = torch.cat([(decay[1:] >= _FAST).sum(1), torch.zeros(1, dtype=torch.long, device=dev)]).tolist()
+    # rates remembering over step j (kept from Y(j+1) to Y(j)); n_slow[j] = n_kept[j+1] are read at j
+    n_kept = (decay >= _FAST).sum(1).tolist()
+    n_slow = n_kept[1:] + [0]
     # the step sizes that the weights at grid point j depend on: h_{j−1}, h_j, h_{j+1}
     nan = [float("nan")]
     h_pad = nan + h.tolist() + nan + nan
@@ -163,7 +167,7 @@ def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma:
             if first == g.anchors.shape[0]:
                 continue
             ea = g.e[first:]
-            r = g.pts.shape[0]
+            r, n_pt = g.scales.shape[1], g.pts.shape[0]
             ya = g.y[:, first * r:]  # [K, active rows, P]
             e_new = torch.where((g.anchors[first:] == j)[:, None, None], g.scales[first:], ea * decay[j])
             z = torch.bmm(ya[:ks], c_xx[:ks])  # one product per slow rate (and kernel)
@@ -171,18 +175,23 @@ def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma:
             n_act = ya.shape[1] * p
             hist = (w_hist[:ks] @ z.view(ks, n_act)).view(-1, p)
             half = (w_half[:ks] @ z_g.view(ks, n_act)).view(-1, p)
+            last = g.last[first * r:]
             if ks < kk:
-                fast = ya[ks] @ merged
+                fast = last @ merged
                 hist, half = hist + fast[:, :p], half + fast[:, p:]
             # ... and the weights of δf_X(t_j) in the targets' own histories
-            rhs = hist.view(-1, r, p) + torch.einsum("brk,krq->brq", w1[j] * e_new + w0[j] * ea, c_t)
+            own = torch.einsum("brk,krq->brq", (w1[j] * e_new + w0[j] * ea).view(-1, n_pt, kk), c_t)
+            rhs = hist.view(-1, r, p) + own.reshape(-1, r, p)
             psi = -(rhs @ inv)
-            ya.mul_(decay[j][:, None, None]).add_(psi.view(1, -1, p))  # Y_k(j) = decay Y_k(j+1) + ψ(j)
+            # Y_k(j) = decay Y_k(j+1) + ψ(j) for the rates that remember over step j
+            kept = n_kept[j]
+            ya[ks:kept] = last
+            ya[:kept].mul_(decay[j][:kept, None, None]).add_(psi.view(1, -1, p))
+            last.copy_(psi.view(-1, p))
             g.e[first:] = e_new
-            # Σ_k (Y_k(j) − ψ(j)/2) G_k(j) with Y_k(j) = decay Y_k(j+1) + ψ(j)
-            g.s[first:] += (half.view(-1, r, p) + psi @ g_half) @ psi.transpose(1, 2)
-            cross = torch.einsum("brk,krq->brq", e_new, gc_t)  # K_GP(target, t_j) per target row
-            g.x[first:] += psi @ cross.transpose(1, 2)
+            # S: Σ_k (Y_k(j) − ψ(j)/2) G_k(j) with Y_k(j) = decay Y_k(j+1) + ψ(j); Xᵀ: K_GP(target, t_j) ψ(j)ᵀ
+            cross = torch.einsum("brk,krq->brq", e_new.view(-1, n_pt, kk), gc_t).reshape(-1, r, p)
+            g.s[first:] += (half.view(-1, r, p) + psi @ g_half + cross) @ psi.transpose(1, 2)
 
 
 def _drift_basis(lam: Tensor, rel: float) -> tuple[Tensor, Tensor]:
@@ -204,8 +213,9 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
 
     x_train [P, N0], x_test [Q, N0]; t_learn [n], t_drift [m] as for theory.solve (same grid for the same
     tol; tol also sets the truncation of the drift basis). points / test_points: indices of the training /
-    test points to include (None: all); the cost grows linearly with their number. discretisation: ``TheoryResult.discretisation`` of the mean
-    solution of the same arguments, reused instead of recomputed. Float64 on the device of x_train.
+    test points to include (None: all); the cost grows linearly with their number. discretisation:
+    ``TheoryResult.discretisation`` of the mean solution of the same arguments, reused instead of
+    recomputed. Float64 on the device of x_train.
     """
     x_train = check_inputs("x_train", x_train)
     x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
@@ -217,17 +227,22 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     x_train, x_test = (a.to(device=dev, dtype=torch.float64) for a in (x_train, x_test))
     p, q = x_train.shape[0], x_test.shape[0]
     model = KernelModel(activation, depth, prior)
-    x_all = torch.cat([x_train, x_test])
-    disc = discretisation or discretise(model, x_train, x_all, t_learn, t0, t_drift, tol)
-    gamma = prior.gamma
-    # with σ0 = σ the prior's expansion follows from the NDK's (_sweep); otherwise it is fitted
-    prior_ex = None if prior.sigma0 == prior.sigma else expand(model, x_all, x_train, t_span=disc.t_span,
-                                                               tau_min=disc.tau_min, prior_part=True)
     tr = torch.arange(p) if points is None else torch.as_tensor(list(points), dtype=torch.long)
     te = torch.arange(q) if test_points is None else torch.as_tensor(list(test_points), dtype=torch.long)
     tr, te = tr.to(dev), te.to(dev)
-    pts = torch.cat([tr, p + te])
-    xp = x_all[pts]
+    # only the training points and the chosen test points enter the sweep
+    rows = torch.cat([torch.arange(p, device=dev), p + te])
+    x_rows = torch.cat([x_train, x_test[te]])
+    if discretisation is None:
+        disc = discretise(model, x_train, x_rows, t_learn, t0, t_drift, tol)
+    else:  # its expansion covers every test point
+        disc = replace(discretisation, ndk=replace(discretisation.ndk, coef=discretisation.ndk.coef[:, :, rows]))
+    gamma = prior.gamma
+    # with σ0 = σ the prior's expansion follows from the NDK's (_sweep); otherwise it is fitted
+    prior_ex = None if prior.sigma0 == prior.sigma else expand(model, x_rows, x_train, t_span=disc.t_span,
+                                                               tau_min=disc.tau_min, prior_part=True)
+    pts = torch.cat([tr, p + torch.arange(te.shape[0], device=dev)])
+    xp = x_rows[pts]
     kk, r = disc.ndk.alpha.shape[0], pts.shape[0]
     n = t_learn.shape[0]
     t_learn = t_learn.to(dev)
@@ -237,15 +252,14 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
         tau = check_times("t_drift", t_drift).to(dev)
         u, w = _drift_basis(torch.exp(-gamma * tau[:, None] * disc.ndk.alpha[None, :]), tol / 10)
         nk = u.shape[1]
-        groups.append(_Group(anchors=torch.tensor([disc.i0], device=dev), pts=pts.repeat(nk),
+        groups.append(_Group(anchors=torch.tensor([disc.i0], device=dev), pts=pts,
                              scales=w.repeat_interleave(r, 0)[None]))
     _sweep(disc, prior_ex, prior.T, gamma, p, groups, progress)
-    x_acc, s_acc = learn.result()
+    acc = learn.result()
     # prior covariance of the targets themselves: K_GP(t,t) while learning
-    covs = [model.prior_cov(t_learn, t_learn, xp, xp) + x_acc + x_acc.transpose(1, 2) + s_acc + s_acc.transpose(1, 2)]
+    covs = [model.prior_cov(t_learn, t_learn, xp, xp) + acc + acc.transpose(1, 2)]
     if t0 is not None:
-        x_acc, s_acc = (a[0].view(nk, r, nk, r) for a in groups[1].result())
-        both = torch.einsum("ti,ipjq,tj->tpq", u, x_acc + s_acc, u)
+        both = torch.einsum("ti,ipjq,tj->tpq", u, groups[1].result()[0].view(nk, r, nk, r), u)
         # after the freeze C(t0,t0) K_L(t,t): the readout's prior part stays at its value at t0
         t_now = t0 + tau
         c00 = prior.var(torch.tensor(float(t0), dtype=torch.float64, device=dev))

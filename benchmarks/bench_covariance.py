@@ -1,0 +1,58 @@
+"""Covariance benchmark (issue 6): the SPEC §10 covariance over the ensemble against the mean solution it
+accompanies, on issue 2's problem (P = 100 MNIST 0/1, depth 3, relu, T = 1e-3, σ = σ0 = 1, learning to
+25σ²/T and a drift of the same length, 40 recorded times per phase, tol = 1e-4), for 3 test points; the
+same with erf, depth 2 and σ0 = 0.5 (the prior is then not stationary: no fluctuation–dissipation
+shortcut, u-dependent coefficients); and the app's default of 8 training + 8 test points. The covariance
+reuses the mean's discretisation, as the app does. Its error is measured against tol = 1e-5.
+
+    python benchmarks/bench_covariance.py [--no-reference]
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+from bench_theory import PRIOR, problem
+
+from driftsim.fluctuations import predictor_covariance
+from driftsim.prior import Prior
+from driftsim.theory import solve
+from driftsim.times import record_times
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def case(name: str, prior: Prior, act: str, depth: int, n_test: int, points: list, reference: bool) -> None:
+    task, t_learn, t_end = problem()
+    x_test = task.x_test[:n_test]
+    kw = dict(depth=depth, activation=act, prior=prior, t_learn=t_learn, t0=t_end, t_drift=record_times(t_end, 40))
+    mean, t_mean = timed(lambda: solve(task.x_train, task.y_train, x_test, progress=False, **kw))
+    cov, t_cov = timed(lambda: predictor_covariance(task.x_train, x_test, points=points,
+                                                    discretisation=mean.discretisation, **kw))
+    line = (f"{name}: mean {t_mean:.2f} s (grid {mean.grid_size}), covariance of {len(points)} training + "
+            f"{n_test} test points {t_cov:.2f} s = {t_cov / t_mean:.2f} × the mean")
+    if reference:
+        ref, t_ref = timed(lambda: predictor_covariance(task.x_train, x_test, points=points, tol=1e-5, **kw))
+        err = max(float((cov[ph].cov_test - ref[ph].cov_test).abs().max()) for ph in ("learn", "drift"))
+        if points:
+            err = max([err] + [float((cov[ph].var_train[:, points] - ref[ph].var_train[:, points]).abs().max())
+                               for ph in ("learn", "drift")])
+        line += f"; max deviation from tol = 1e-5 ({t_ref:.0f} s): {err:.1e}"
+    print(line, flush=True)
+
+
+def main():
+    reference = "--no-reference" not in sys.argv
+    case("relu, σ0 = σ", PRIOR, "relu", 3, 3, [], reference)
+    case("erf, σ0 = 0.5σ", Prior(T=PRIOR.T, sigma=1.0, sigma0=0.5), "erf", 2, 3, [], reference)
+    case("relu, σ0 = σ, app default points", PRIOR, "relu", 3, 8, list(range(0, 100, 13))[:8], False)
+    print(f"torch threads: {torch.get_num_threads()}")
+
+
+if __name__ == "__main__":
+    main()
