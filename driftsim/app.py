@@ -101,7 +101,7 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
         theory = solve(task.x_train.to(dev), task.y_train.to(dev), task.x_test.to(dev), depth=conf.model.depth,
                        activation=conf.model.activation, prior=Prior(dyn.T, dyn.sigma, dyn.sigma0),
                        t_learn=t_learn, t0=conf.protocol.t0, t_drift=t_drift, tol=conf.theory.tol,
-                       progress=progress)
+                       progress=progress, for_covariance=conf.theory.covariance)
         log.info("theory: %d grid times, %.1f s", theory.grid_size, time.perf_counter() - start)
         if conf.theory.covariance:
             start = time.perf_counter()

@@ -5,7 +5,7 @@ C(s,s) = σ² + Δu, C(t,t) = σ² + Δuρ², C(t,s) = ρ C(s,s), Δ = σ0² −
 
     NDK(t,s)                 = ρ H(ρ, u),      H = K_L + ρ C(s,s) K'_L G_L,
     frozen kernel (§6.2)     = e^(−γ(t0−s)) H(ρ_ts, u_s),
-    prior covariance (§3.1)  = K_GP(t,s) = ρ G(ρ, u),      G = C(s,s) K_L   (``prior_part=True``).
+    prior covariance (§3.1)  = K_GP(t,s) = ρ G(ρ, u),      G = C(s,s) K_L   (part "prior").
 
 We write H(ρ, u) = H(0, u) + Σ_k B_k(u) ρ^{α_k} with a fixed ladder of rates α_k (a few integers,
 then log-spaced up to the smallest lag that matters) fitted by least squares in ρ, and Lagrange
@@ -62,24 +62,30 @@ def _chebyshev_nodes(m: int) -> Tensor:
     return 0.5 * (1 - torch.cos(math.pi * k / (m - 1)))
 
 
-def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor, prior_part: bool) -> Tensor:
-    """H(ρ(τ), u(s)) = K_L + ρ C(s,s) K'_L G_L at times (s + τ, s), or G = C(s,s) K_L; τ: [n] → [n, p, q]."""
+PARTS = ("ndk", "prior")
+
+
+def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor, parts: tuple) -> Tensor:
+    """H(ρ(τ), u(s)) = K_L + ρ C(s,s) K'_L G_L at times (s + τ, s) ("ndk") and G = C(s,s) K_L ("prior"),
+    from one evaluation of the two-time kernels; τ: [n] → [n, p, q·len(parts)] (parts side by side)."""
     prior = model.prior
     s_ = torch.full_like(tau, s)
     tt = model.two_time(s + tau, s_, xa, xb)
-    if prior_part:
-        return prior.var(s_)[:, None, None] * tt.k
-    rho_c = (torch.exp(-prior.gamma * tau) * prior.var(s_))[:, None, None]
-    return tt.k + rho_c * tt.kp * tt.g
+    c_s = prior.var(s_)[:, None, None]
+    rho = torch.exp(-prior.gamma * tau)[:, None, None]
+    return torch.cat([c_s * tt.k if part == "prior" else tt.k + rho * c_s * tt.kp * tt.g for part in parts], 2)
 
 
 def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: float,
-           per_decade: int = 6, u_nodes: int = 12, prior_part: bool = False) -> Expansion:
-    """Fit the expansion of H (module docstring) for lags up to ``t_span`` resolved down to ``tau_min``;
-    with ``prior_part`` that of G = K_GP/ρ instead, on the same rates and nodes.
+           per_decade: int = 6, u_nodes: int = 12, parts: tuple = ("ndk",)) -> tuple[Expansion, ...]:
+    """Fit the expansion of H (module docstring) for lags up to ``t_span`` resolved down to ``tau_min``,
+    and/or that of G = K_GP/ρ: one Expansion per entry of ``parts`` ("ndk", "prior"), on the same rates
+    and nodes, fitted together from one evaluation of the kernels.
 
     xa: [p, N0], xb: [q, N0]; the fit runs in float64 on the CPU and the coefficients move to xa's device.
     """
+    if not parts or any(part not in PARTS for part in parts):
+        raise ValueError(f"parts={parts!r}: allowed a non-empty tuple of {PARTS}")
     prior = model.prior
     gamma = prior.gamma
     dev, cpu = xa.device, torch.device("cpu")
@@ -94,21 +100,26 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     tau_val = torch.logspace(lo + 0.5 * (hi - lo) / n_fit, hi, n_fit - 1, dtype=torch.float64)
     basis = lambda tau: torch.exp(-gamma * tau[:, None] * alpha[None, 1:])  # noqa: E731  [n, K-1]
     b_fit, b_val = basis(tau_fit), basis(tau_val)
-    p, q = xa.shape[0], xb.shape[0]
-    coef = torch.empty(alpha.numel(), nodes.numel(), p, q, dtype=torch.float64)
-    err = 0.0
+    # least squares through the pseudo-inverse (SVD, rank cut as LAPACK's gelsd): shared by the u-nodes
+    solver = torch.linalg.pinv(b_fit)
+    p, q, n_parts = xa.shape[0], xb.shape[0], len(parts)
+    coef = torch.empty(alpha.numel(), nodes.numel(), p, q * n_parts, dtype=torch.float64)
+    err = torch.zeros(n_parts, dtype=torch.float64)
     m_inf = model.last_layer_mean(torch.full((1,), prior.sigma ** 2, dtype=torch.float64), xa_c)[0]
     for m, u in enumerate(nodes.tolist()):
         # u = 0 is s = ∞: take the stationary limit at a late time instead
         s = 0.0 if stationary else (-math.log(u) / (2 * gamma) if u > 0 else 60.0 / gamma)
         su = torch.full((1,), s, dtype=torch.float64)
         h0 = m_inf[:, None] * model.last_layer_mean(prior.var(su), xb_c)[0][None, :]
-        if prior_part:  # G(0, u) = C(s,s) m_∞ m_s
-            h0 = prior.var(su) * h0
-        target = (_h_samples(model, tau_fit, s, xa_c, xb_c, prior_part) - h0).reshape(tau_fit.numel(), -1)
-        sol = torch.linalg.lstsq(b_fit, target, driver="gelsd").solution  # [K-1, p*q]
+        # H(0, u) = m_∞ m_s and G(0, u) = C(s,s) m_∞ m_s
+        h0 = torch.cat([h0 * (prior.var(su) if part == "prior" else 1.0) for part in parts], 1)
+        target = (_h_samples(model, tau_fit, s, xa_c, xb_c, parts) - h0).reshape(tau_fit.numel(), -1)
+        sol = solver @ target  # [K-1, p*q*n_parts]
         coef[0, m] = h0
-        coef[1:, m] = sol.reshape(-1, p, q)
-        val = (_h_samples(model, tau_val, s, xa_c, xb_c, prior_part) - h0).reshape(tau_val.numel(), -1)
-        err = max(err, float((b_val @ sol - val).abs().max()))
-    return Expansion(alpha=alpha.to(dev), u_nodes=nodes.to(dev), coef=coef.to(dev), fit_error=err)
+        coef[1:, m] = sol.reshape(-1, p, q * n_parts)
+        val = (_h_samples(model, tau_val, s, xa_c, xb_c, parts) - h0).reshape(tau_val.numel(), p, n_parts, q)
+        miss = (b_val @ sol).view(-1, p, n_parts, q) - val
+        err = torch.maximum(err, miss.abs().amax((0, 1, 3)))
+    coefs = coef.view(alpha.numel(), nodes.numel(), p, n_parts, q).unbind(3)
+    return tuple(Expansion(alpha=alpha.to(dev), u_nodes=nodes.to(dev), coef=c.contiguous().to(dev),
+                           fit_error=float(e)) for c, e in zip(coefs, err))

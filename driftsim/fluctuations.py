@@ -16,7 +16,7 @@ product-integration weights, so that the discrete δf_X = (I + 𝒦)⁻¹ f0_X w
 A target (point p at recorded time t_a, or at t0 + τ) reads δf_p = f0_p − g·δf_X = f0_p + ψ·f0_X with
 ψ = −g (I + 𝒦)⁻¹, a row of the resolvent found by one backward sweep, all targets at once: the running
 sums Y_k(j) = Σ_{i≥j} ψ(i) e^(−μ_k(t_i−t_j)) carry the separable history, exactly as z_km does forward in
-volterra.solve_separable. K_GP = ρ G(ρ,u) is expanded on the same rates (expansion.expand, prior_part),
+volterra.solve_separable. K_GP = ρ G(ρ,u) is expanded on the same rates (expansion.expand, part "prior"),
 so the same running sums also contract ψ with K_GP(t_l, t_l') over all pairs of grid times:
 
     Cov = K_GP(target, target) + X + Xᵀ + S + Sᵀ,   X = Σ_l ψ(l) K_GP(t_l, target),
@@ -106,7 +106,7 @@ def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma:
     times T/μ_k, so one product Y_k C_k per rate serves both kernels. Rates are ascending, and those that
     forget within the next step (the fast end of the ladder in the diffusive phase) share one running
     sum, ψ(j+1), and only the others' sums are kept. A step costs O(R (k_slow + 1) P²) for R active rows;
-    with σ0 = σ the step's matrices are rebuilt only where the step sizes change."""
+    the step's matrices are rebuilt only where the step sizes or (σ0 ≠ σ) the coefficients change."""
     t, ex = disc.t, disc.ndk
     n1, dev, dt = t.shape[0], t.device, t.dtype
     mu = (ex.alpha + 1) * gamma
@@ -123,10 +123,11 @@ def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma:
     # rates remembering over step j (kept from Y(j+1) to Y(j)); n_slow[j] = n_kept[j+1] are read at j
     n_kept = (decay >= _FAST).sum(1).tolist()
     n_slow = n_kept[1:] + [0]
-    # the step sizes that the weights at grid point j depend on: h_{j−1}, h_j, h_{j+1}
+    # what the matrices of grid point j depend on: h_{j−1}, h_j, h_{j+1} and ℓ(u_j), constant with σ0 = σ
+    # and once u = e^(−2γt) is below rounding
     nan = [float("nan")]
     h_pad = nan + h.tolist() + nan + nan
-    fixed = ell.shape[1] == 1  # σ0 = σ: the coefficients do not depend on time
+    ell_list = ell.tolist()
 
     # [M, K·(P+Q)·P]: the rows at t_j are then one product with ℓ(u_j) streaming the coefficients once
     flat = [e.coef.permute(1, 0, 2, 3).reshape(ell.shape[1], -1) for e in ((ex,) if fdt else (ex, prior_ex))]
@@ -140,20 +141,18 @@ def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma:
     for g in groups:
         g.start(kk, p)
     eye = torch.eye(p, dtype=dt, device=dev)
-    if fixed:
-        c, g_c = coefs(0)
     built = None
     for j in tqdm(range(n1 - 1, -1, -1), desc="theory: covariance", disable=not progress, leave=False,
                   mininterval=1.0):
         firsts = [int(torch.searchsorted(g.anchors, torch.tensor(j, device=dev))) for g in groups]
         if all(f == g.anchors.shape[0] for f, g in zip(firsts, groups)):
             continue
-        geom = (n_slow[j], *h_pad[j:j + 3])
-        if not (fixed and built is not None and geom[0] == built[0]
-                and all(abs(a - b) <= 1e-12 * abs(b) for a, b in zip(geom[1:], built[1:]))):
+        geom = (n_slow[j], h_pad[j:j + 3], ell_list[j])
+        if not (built is not None and geom[0] == built[0]
+                and all(abs(a - b) <= 1e-12 * abs(b) for a, b in zip(geom[1], built[1]))
+                and all(abs(a - b) <= 1e-15 for a, b in zip(geom[2], built[2]))):
             built = geom
-            if not fixed:
-                c, g_c = coefs(j)
+            c, g_c = coefs(j)
             c_xx, gc_xx = c[:, :p], g_c[:, :p]
             ks = n_slow[j]
             # Y(j+1) against the weights of δf_X(t_j) in the later ψ(i), i > j, and against K_GP(t_i, t_j)
@@ -233,14 +232,18 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     # only the training points and the chosen test points enter the sweep
     rows = torch.cat([torch.arange(p, device=dev), p + te])
     x_rows = torch.cat([x_train, x_test[te]])
+    stationary = prior.sigma0 == prior.sigma
     if discretisation is None:
-        disc = discretise(model, x_train, x_rows, t_learn, t0, t_drift, tol)
-    else:  # its expansion covers every test point
-        disc = replace(discretisation, ndk=replace(discretisation.ndk, coef=discretisation.ndk.coef[:, :, rows]))
+        disc = discretise(model, x_train, x_rows, t_learn, t0, t_drift, tol, with_prior=not stationary)
+    else:  # its expansions cover every test point
+        disc = replace(discretisation, ndk=replace(discretisation.ndk, coef=discretisation.ndk.coef[:, :, rows]),
+                       prior=discretisation.prior and replace(discretisation.prior,
+                                                               coef=discretisation.prior.coef[:, :, rows]))
     gamma = prior.gamma
-    # with σ0 = σ the prior's expansion follows from the NDK's (_sweep); otherwise it is fitted
-    prior_ex = None if prior.sigma0 == prior.sigma else expand(model, x_rows, x_train, t_span=disc.t_span,
-                                                               tau_min=disc.tau_min, prior_part=True)
+    # with σ0 = σ the prior's expansion follows from the NDK's (_sweep); otherwise it is fitted, if the mean
+    # solution did not fit it already (theory.solve's for_covariance)
+    prior_ex = None if stationary else disc.prior or expand(model, x_rows, x_train, t_span=disc.t_span,
+                                                            tau_min=disc.tau_min, parts=("prior",))[0]
     pts = torch.cat([tr, p + torch.arange(te.shape[0], device=dev)])
     xp = x_rows[pts]
     kk, r = disc.ndk.alpha.shape[0], pts.shape[0]

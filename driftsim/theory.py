@@ -83,32 +83,38 @@ class Discretisation:
     i0: int
     t_span: float
     tau_min: float
+    prior: Optional[Expansion] = None
 
 
 def discretise(model: KernelModel, x_train: Tensor, x_all: Tensor, t_learn: Tensor, t0: Optional[float],
-               t_drift: Optional[Tensor], tol: float) -> Discretisation:
-    """SPEC §11 grid through the recorded times and t0, and the expansion of H over (x_all, x_train)."""
+               t_drift: Optional[Tensor], tol: float, with_prior: bool = False) -> Discretisation:
+    """SPEC §11 grid through the recorded times and t0, and the expansion of H over (x_all, x_train);
+    with ``with_prior`` also that of K_GP (expansion.py), fitted from the same kernel samples."""
     device = x_train.device
     include = torch.cat([t_learn, torch.tensor([t0 if t0 is not None else 0.0], dtype=torch.float64)])
     t, h_first = grid_for(model, x_train, float(t_learn[-1]), tol, include)
     t = t.to(device)
     t_span = float(t_learn[-1]) + (float(t_drift.max()) if t0 is not None else 0.0)
     tau_min = 0.1 * h_first
-    ex = expand(model, x_all, x_train, t_span=t_span, tau_min=tau_min)
+    ex, *prior_ex = expand(model, x_all, x_train, t_span=t_span, tau_min=tau_min,
+                           parts=("ndk", "prior") if with_prior else ("ndk",))
     rec = torch.searchsorted(t, t_learn.to(device))
     i0 = int(torch.searchsorted(t, torch.tensor(float(t0 or 0.0), dtype=t.dtype, device=device)))
-    return Discretisation(t=t, ndk=ex, rec=rec, i0=i0, t_span=t_span, tau_min=tau_min)
+    return Discretisation(t=t, ndk=ex, rec=rec, i0=i0, t_span=t_span, tau_min=tau_min,
+                          prior=prior_ex[0] if with_prior else None)
 
 
 def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation],
           prior: Prior, t_learn: Tensor, t0: Optional[float] = None, t_drift: Optional[Tensor] = None,
-          tol: float = 1e-4, progress: bool = True) -> TheoryResult:
+          tol: float = 1e-4, progress: bool = True, for_covariance: bool = False) -> TheoryResult:
     """Mean predictor over the learning run (SPEC §5.1), NTK theory on the same times (§5.2), NNGP
     equilibrium (§5.3), and, if t0 is given, the frozen-readout predictor at t0 + t_drift (§6.2) with its
     decorrelated limit (§6.4).
 
     x_train: [P, N0], y_train: [P], x_test: [Q, N0]; t_learn: [n] recorded times (ascending, ≥ 0);
     t_drift: [m] times since the freeze. Computation in float64 on the device of x_train.
+    for_covariance: also expand K_GP from the same kernel samples when σ0 ≠ σ (with σ0 = σ it follows from
+    the NDK's), so that fluctuations.predictor_covariance reusing the discretisation needs no second fit.
     """
     x_train = check_inputs("x_train", x_train)
     x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
@@ -130,7 +136,8 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     k_ntk, k_gp = model.ntk(x_all, x_all), model.nngp(x_all, x_all)
     f_ntk_train, f_ntk_test = ntk_predictor(k_ntk, p, y, t_learn.to(device))
 
-    disc = discretise(model, x_train, x_all, t_learn, t0, tau, tol)
+    disc = discretise(model, x_train, x_all, t_learn, t0, tau, tol,
+                      with_prior=for_covariance and prior.sigma0 != prior.sigma)
     t, ex, rec, i0 = disc.t, disc.ndk, disc.rec, disc.i0
     gamma = prior.gamma
     keep, slot = torch.unique(torch.cat([rec, torch.tensor([i0], device=device)]), return_inverse=True)

@@ -12,6 +12,7 @@ from scipy import stats
 
 from driftsim.config import DriftsimConfig, DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
 from driftsim.decode import decode_theory, network_accuracy
+from driftsim.expansion import expand
 from driftsim.fluctuations import predictor_covariance
 from driftsim.kernels import KernelModel
 from driftsim.langevin import simulate
@@ -219,3 +220,29 @@ def test_covariance_round_trips_through_the_run_file(tmp_path):
         h5["theory/drift/cov_test"] = np.zeros((4, 2, 2))
     with pytest.raises(StoreError, match="covariance"):
         read_run(path)
+
+
+@pytest.mark.parametrize("act,s0", [("relu", 1.0), ("erf", 1.0), ("relu", 0.6)])
+def test_prior_expansion_reproduces_the_prior_covariance(act, s0):
+    """K_GP(t,s) = ρ G(ρ,u) from the expansion fitted with the NDK's (one kernel evaluation) against
+    model.prior_cov at pairs of times; with σ0 = σ also (T/μ_k) × the NDK's coefficients, the
+    fluctuation–dissipation route of the covariance sweep."""
+    x, _ = points()
+    prior = Prior(0.05, 1.0, s0)
+    model = KernelModel(act, 2, prior)
+    ndk, fitted = expand(model, x, x, t_span=25 / prior.gamma, tau_min=1e-3, parts=("ndk", "prior"))
+    alone, = expand(model, x, x, t_span=25 / prior.gamma, tau_min=1e-3, parts=("prior",))
+    assert torch.allclose(fitted.coef, alone.coef, atol=1e-12, rtol=0)
+    s = torch.tensor([0.0, 0.3, 4.0, 60.0, 400.0])
+    tau = torch.tensor([0.0, 1e-3, 0.05, 1.0, 30.0, 300.0])
+    t, s_ = (s[:, None] + tau[None, :]).flatten(), s[:, None].expand(-1, tau.shape[0]).flatten()
+    want = model.prior_cov(t, s_, x, x)
+    rho = torch.exp(-prior.gamma * (t - s_))
+    u_basis = fitted.basis_u(torch.exp(-2 * prior.gamma * s_))  # [n, M]
+    lam = rho[:, None] ** fitted.alpha[None, :]  # [n, K]
+    coefs = [fitted.coef]
+    if s0 == 1.0:
+        coefs.append(prior.T * ndk.coef / ((ndk.alpha + 1) * prior.gamma)[:, None, None, None])
+    for coef in coefs:
+        got = rho[:, None, None] * torch.einsum("nk,nm,kmpq->npq", lam, u_basis, coef)
+        assert torch.allclose(got, want, atol=1e-6, rtol=0)
