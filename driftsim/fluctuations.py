@@ -235,10 +235,10 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     stationary = prior.sigma0 == prior.sigma
     if discretisation is None:
         disc = discretise(model, x_train, x_rows, t_learn, t0, t_drift, tol, with_prior=not stationary)
-    else:  # its expansions cover every test point
-        disc = replace(discretisation, ndk=replace(discretisation.ndk, coef=discretisation.ndk.coef[:, :, rows]),
-                       prior=discretisation.prior and replace(discretisation.prior,
-                                                               coef=discretisation.prior.coef[:, :, rows]))
+    else:  # its expansions cover every test point: keep the rows that enter the sweep
+        def keep(e: Optional[Expansion]) -> Optional[Expansion]:
+            return None if e is None else replace(e, coef=e.coef[:, :, rows])
+        disc = replace(discretisation, ndk=keep(discretisation.ndk), prior=keep(discretisation.prior))
     gamma = prior.gamma
     # with σ0 = σ the prior's expansion follows from the NDK's (_sweep); otherwise it is fitted, if the mean
     # solution did not fit it already (theory.solve's for_covariance)

@@ -246,3 +246,22 @@ def test_prior_expansion_reproduces_the_prior_covariance(act, s0):
     for coef in coefs:
         got = rho[:, None, None] * torch.einsum("nk,nm,kmpq->npq", lam, u_basis, coef)
         assert torch.allclose(got, want, atol=1e-6, rtol=0)
+
+
+def test_prior_fitted_with_the_mean_gives_the_same_covariance():
+    """σ0 ≠ σ: K_GP's expansion fitted alongside the NDK's (solve(for_covariance=True)), fitted by the
+    covariance itself, and the whole discretisation recomputed agree (the fits share their samples)."""
+    x, xt = points(q=3)
+    prior = Prior(0.1, 1.0, 0.5)
+    kw = dict(depth=1, activation="relu", prior=prior, t_learn=record_times(20.0, 6), t0=5.0,
+              t_drift=record_times(10.0, 4))
+    y = torch.tensor([1.0, -1, 1, -1, 1])
+    with_prior = solve(x, y, xt, progress=False, for_covariance=True, **kw).discretisation
+    without = solve(x, y, xt, progress=False, **kw).discretisation
+    assert with_prior.prior is not None and without.prior is None
+    covs = [predictor_covariance(x, xt, test_points=[2, 0], discretisation=d, **kw)
+            for d in (with_prior, without, None)]
+    for phase in ("learn", "drift"):
+        for other in covs[1:]:
+            assert torch.allclose(other[phase].cov_test.nan_to_num(), covs[0][phase].cov_test.nan_to_num(),
+                                  atol=1e-10, rtol=0)
