@@ -11,29 +11,39 @@ a_0(t0).φ(h_0(x,t))/√N with, for s ≤ t0 ≤ t, t',
 
 and δf(x,t) = f_0^fr(x,t) − ∫_0^{t0} K_fr(t,s,x,X) δf_X(s) ds with the frozen-readout kernel of §6.2.
 
-Discretisation: that of the mean (theory.solve): the same grid, expansion of H and exact exponential
-product-integration weights, so that the discrete δf_X = (I + 𝒦)⁻¹ f0_X with 𝒦 block-lower-triangular.
-A target (point p at recorded time t_a, or at t0 + τ) reads δf_p = f0_p − g·δf_X = f0_p + ψ·f0_X with
-ψ = −g (I + 𝒦)⁻¹, a row of the resolvent found by one backward sweep, all targets at once: the running
-sums Y_k(j) = Σ_{i≥j} ψ(i) e^(−μ_k(t_i−t_j)) carry the separable history, exactly as z_km does forward in
+Each target (point p at recorded time t_a, or at t0 + τ) reads δf_p = f0_p + ∫ ψ(s) f0_X(s) ds, with ψ
+a row of the resolvent of the Volterra operator; its covariance contracts ψ with K_GP over all pairs of
+times. Two routes, both on the NDK's expansion of the mean solution and with no (n_grid·P)² array:
+
+σ0 = σ (_lag_sweep). The prior is stationary and fluctuation–dissipation (SPEC §5.3) holds exactly, so
+K_d depends on t − s alone and K_GP(v) = Σ_k (T/μ_k) c_k e^(−μ_k|v|) with the NDK's coefficients c_k.
+In the lag v = t_a − s the row is then the same function ρ(v) for every t_a — a forward Volterra
+equation solved once per point — and the covariance at t_a is an integral over [0, t_a]², accumulated as
+the upper limit grows. ρ is linear between grid points and every integral against the exponentials is
+exact (volterra.exponential_pair_weights), so the rough paths of f0 cost no accuracy and the lag grid
+can grow faster than the mean's (lag_grid): only the fast start limits it.
+
+σ0 ≠ σ (_sweep). Discretisation of the mean (theory.solve): the same grid and exact exponential
+product-integration weights, so that the discrete δf_X = (I + 𝒦)⁻¹ f0_X with 𝒦 block-lower-triangular,
+and ψ = −g (I + 𝒦)⁻¹ is found by one backward sweep, all targets at once: the running sums
+Y_k(j) = Σ_{i≥j} ψ(i) e^(−μ_k(t_i−t_j)) carry the separable history, exactly as z_km does forward in
 volterra.solve_separable. K_GP = ρ G(ρ,u) is expanded on the same rates (expansion.expand, part "prior"),
 so the same running sums also contract ψ with K_GP(t_l, t_l') over all pairs of grid times:
 
     Cov = K_GP(target, target) + X + Xᵀ + S + Sᵀ,   X = Σ_l ψ(l) K_GP(t_l, target),
     S = Σ_l Σ_k (Y_k(l) − ψ(l)/2) G_k(l) ψ(l)ᵀ      (pairs l' ≥ l, the diagonal counted half each way).
 
-After the freeze the targets differ only by the scales e^(−α_k γ τ) of the rates, so the sweep carries
-a basis of those scales (an SVD truncated at tol/10 relative) instead of every drift time. With σ0 = σ the
-prior is stationary and fluctuation–dissipation (SPEC §5.3) holds exactly, so G_k = (T/μ_k) × the NDK's
-coefficients: no second fit, and one product per rate serves both kernels. Rates whose decay over the
-next step underflows share one running sum, ψ(j+1). Cost per grid step O(R (k_slow + 1) P²) for R active
-target rows (points × recorded times whose anchor is still ahead, plus points × drift basis) and k_slow
-rates that outlive the step (about half of the K rates in the diffusive phase), plus forming the
-coefficients at t_j, O(K M P (P+Q)), where they depend on time (σ0 ≠ σ); no (n_grid·P)² array exists.
+After the freeze the targets differ only by the scales e^(−α_k γ τ) of the rates, so both routes carry a
+basis of those scales (an SVD truncated at tol/10 relative) instead of every drift time. Rates whose
+decay over a step underflows need no memory of their own. Cost per grid step O(R k_slow P²) for R rows
+(σ0 = σ: points × (1 + drift basis) over the whole lag grid; σ0 ≠ σ: points × recorded times whose
+anchor is still ahead, plus points × drift basis) and k_slow rates that outlive the step, plus, with
+σ0 ≠ σ, forming the time-dependent coefficients, O(K M P (P+Q)).
 Shapes: n, m recorded times, P training and Q test points.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Union
 
@@ -45,9 +55,9 @@ from .activations import Activation
 from .expansion import Expansion, expand
 from .kernels import KernelModel, check_inputs
 from .prior import Prior
-from .theory import Discretisation, check_tol, discretise
+from .theory import GRID_GROWTH, GRID_MAX, Discretisation, check_tol, discretise
 from .times import check_times
-from .volterra import exponential_weights
+from .volterra import exponential_pair_weights, exponential_weights, graded_grid
 
 __all__ = ["PhaseCovariance", "predictor_covariance"]
 
@@ -94,25 +104,23 @@ class _Group:
         return self.s[self._back]
 
 
-# a rate whose decay over the next step is below this has Y_k(j+1) = ψ(j+1) to rounding
+# a rate whose decay over a step is below this forgets within it: in _sweep Y_k(j+1) = ψ(j+1) to rounding,
+# in _lag_sweep its memory is not carried across the step's start
 _FAST = 1e-15
 
 
-def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma: float, p: int,
-           groups: list[_Group], progress: bool) -> None:
+def _sweep(disc: Discretisation, prior_ex: Expansion, gamma: float, p: int, groups: list[_Group],
+           progress: bool) -> None:
     """Backward sweep of the module docstring over the grid, all groups at once (results in each group).
 
-    prior_ex None (σ0 = σ): fluctuation–dissipation (SPEC §5.3) makes K_GP's coefficients those of the NDK
-    times T/μ_k, so one product Y_k C_k per rate serves both kernels. Rates are ascending, and those that
-    forget within the next step (the fast end of the ladder in the diffusive phase) share one running
-    sum, ψ(j+1), and only the others' sums are kept. A step costs O(R (k_slow + 1) P²) for R active rows;
-    the step's matrices are rebuilt only where the step sizes or (σ0 ≠ σ) the coefficients change."""
+    Rates are ascending, and those that forget within the next step (the fast end of the ladder in the
+    diffusive phase) share one running sum, ψ(j+1), and only the others' sums are kept. A step costs
+    O(R (k_slow + 1) P²) for R active rows; the step's matrices are rebuilt only where the step sizes or
+    the coefficients change."""
     t, ex = disc.t, disc.ndk
     n1, dev, dt = t.shape[0], t.device, t.dtype
     mu = (ex.alpha + 1) * gamma
     kk = mu.shape[0]
-    fdt = prior_ex is None
-    g_scale = T / mu if fdt else torch.ones_like(mu)
     ell = ex.basis_u(torch.exp(-2 * gamma * t))  # [n1, M]
     h = torch.diff(t)
     steps = exponential_weights(mu[None, :], h[:, None])  # 3 × [n1 − 1, K]
@@ -123,20 +131,19 @@ def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma:
     # rates remembering over step j (kept from Y(j+1) to Y(j)); n_slow[j] = n_kept[j+1] are read at j
     n_kept = (decay >= _FAST).sum(1).tolist()
     n_slow = n_kept[1:] + [0]
-    # what the matrices of grid point j depend on: h_{j−1}, h_j, h_{j+1} and ℓ(u_j), constant with σ0 = σ
-    # and once u = e^(−2γt) is below rounding
+    # what the matrices of grid point j depend on: h_{j−1}, h_j, h_{j+1} and ℓ(u_j), constant once
+    # u = e^(−2γt) is below rounding
     nan = [float("nan")]
     h_pad = nan + h.tolist() + nan + nan
     ell_list = ell.tolist()
 
     # [M, K·(P+Q)·P]: the rows at t_j are then one product with ℓ(u_j) streaming the coefficients once
-    flat = [e.coef.permute(1, 0, 2, 3).reshape(ell.shape[1], -1) for e in ((ex,) if fdt else (ex, prior_ex))]
+    flat = [e.coef.permute(1, 0, 2, 3).reshape(ell.shape[1], -1) for e in (ex, prior_ex)]
     shape = ex.coef.shape[:1] + ex.coef.shape[2:]
 
     def coefs(j: int) -> tuple[Tensor, Tensor]:
         """K_d and K_GP rows at t_j: [K, P+Q, P] each."""
-        c = (ell[j] @ flat[0]).view(shape)
-        return c, g_scale[:, None, None] * c if fdt else (ell[j] @ flat[1]).view(shape)
+        return (ell[j] @ flat[0]).view(shape), (ell[j] @ flat[1]).view(shape)
 
     for g in groups:
         g.start(kk, p)
@@ -156,7 +163,7 @@ def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma:
             c_xx, gc_xx = c[:, :p], g_c[:, :p]
             ks = n_slow[j]
             # Y(j+1) against the weights of δf_X(t_j) in the later ψ(i), i > j, and against K_GP(t_i, t_j)
-            w_hist, w_half = w1[j] * decay[j] + w0[j], decay[j] * g_scale
+            w_hist, w_half = w1[j] * decay[j] + w0[j], decay[j]
             merged = torch.cat([torch.einsum("k,kpq->pq", w_hist[ks:], c_xx[ks:]),
                                 torch.einsum("k,kpq->pq", decay[j][ks:], gc_xx[ks:])], 1)
             inv = torch.linalg.inv(eye + torch.einsum("k,kpq->pq", w1[j], c_xx))  # (I + 𝒦(t_j, t_j))⁻¹
@@ -169,8 +176,8 @@ def _sweep(disc: Discretisation, prior_ex: Optional[Expansion], T: float, gamma:
             r, n_pt = g.scales.shape[1], g.pts.shape[0]
             ya = g.y[:, first * r:]  # [K, active rows, P]
             e_new = torch.where((g.anchors[first:] == j)[:, None, None], g.scales[first:], ea * decay[j])
-            z = torch.bmm(ya[:ks], c_xx[:ks])  # one product per slow rate (and kernel)
-            z_g = z if fdt else torch.bmm(ya[:ks], gc_xx[:ks])
+            z = torch.bmm(ya[:ks], c_xx[:ks])  # one product per slow rate and kernel
+            z_g = torch.bmm(ya[:ks], gc_xx[:ks])
             n_act = ya.shape[1] * p
             hist = (w_hist[:ks] @ z.view(ks, n_act)).view(-1, p)
             half = (w_half[:ks] @ z_g.view(ks, n_act)).view(-1, p)
@@ -200,6 +207,103 @@ def _drift_basis(lam: Tensor, rel: float) -> tuple[Tensor, Tensor]:
     u, sv, vh = torch.linalg.svd(lam, full_matrices=False)
     k = int((sv > sv[0] * rel).sum())
     return u[:, :k], sv[:k, None] * vh[:k]
+
+
+# the lag grid's growth and largest step are those of theory.grid_for at these multiples of tol: the rows
+# are integrated exactly against the prior, so only the fast start limits the accuracy (fluctuations test)
+LAG_GROWTH_TOL, LAG_MAX_TOL = 3.0, 100.0
+
+
+def lag_grid(disc: Discretisation, gamma: float, include: Tensor) -> Tensor:
+    """Grid of lags for _lag_sweep: the first step of the mean's grid (accuracy disc.tol), then growth and
+    cap of theory.grid_for at LAG_GROWTH_TOL·tol and LAG_MAX_TOL·tol, through the recorded times and t0
+    (include). float64 [n]."""
+    h_first = 10 * disc.tau_min  # discretise's τ_min is a tenth of the first step
+    t = graded_grid(float(disc.t[-1]), h_first=h_first,
+                    h_max=GRID_MAX * math.sqrt(LAG_MAX_TOL * disc.tol) / gamma,
+                    growth=GRID_GROWTH * math.sqrt(LAG_GROWTH_TOL * disc.tol), include=include.cpu())
+    return t.to(disc.t.device)
+
+
+def _lag_sweep(c_xx: Tensor, c_t: Tensor, mu: Tensor, T: float, u: Tensor, scales: Tensor,
+               reads: list[tuple[slice, list[int]]], progress: bool) -> list[Tensor]:
+    """σ0 = σ: the rows of the module docstring in lag, all forward from u = 0 on the lag grid u [n1].
+
+    c_xx [K, P, P], c_t [K, r, P]: the NDK's coefficients, constant, among training points and from the r
+    target points; mu [K] ascending. The target (point i, scales s [K]) at time t reads δf_i(t) = f0_i(t) +
+    ∫_0^t ρ(v) f0_X(t − v) dv with ρ(v) = −Σ_k s_k e^(−μ_k v) c_k[i] − ∫_0^v ρ(w) Σ_k c_k e^(−μ_k(v−w)) dw,
+    the same row for every t (solved on the lag grid with ρ linear between its points). Its covariance,
+    with K_GP(v) = Σ_k (T/μ_k) c_k e^(−μ_k|v|), accumulates with the upper limit U = t:
+
+        acc(U)[i, i'] = ∫_0^U ρ_i(v) · Σ_k (T/μ_k) [M_k,i'(v) c_k + s_i',k e^(−μ_k v) c_k[i']] dv,
+
+    Cov = K_GP(0) + acc + accᵀ, with M_k(v) = ∫_0^v e^(−μ_k(v−w)) ρ(w) dw (the Volterra memory). Every
+    integral is exact for linear ρ (volterra.exponential_weights, exponential_pair_weights): the prior's
+    rough paths cost no accuracy.
+    scales [B, K]: rows are (block b, point i) at b·r + i. reads: (rows, grid indices) at which acc is
+    wanted over those rows. Returns, per read, [len(indices), len(rows), len(rows)].
+    Rates whose decay underflows over this step and the last enter only through ρ at the step's ends
+    (their memory across a grid point, a share 1/(2μh) < 2 % of their own within-step part, is dropped:
+    it changes the covariance by 4e-13 on issue 2's problem, 2e-10 on the tests'). Cost per step
+    O(R k_slow P² + R² P) for R = B·r rows."""
+    kk, p = c_xx.shape[:2]
+    n_b, r = scales.shape[0], c_t.shape[1]
+    rows, dev = n_b * r, u.device
+    g = T / mu
+    h = torch.diff(u)
+    decay, w0, w1 = exponential_weights(mu[None, :], h[:, None])  # [n1 − 1, K] each
+    pair = exponential_pair_weights(mu[None, :], h[:, None])  # [n1 − 1, K, 2, 2]
+    # memories read at step j: rates that remember over it or over the one before
+    slow = (decay >= _FAST).sum(1)
+    track = torch.maximum(slow, torch.cat([slow[:1], slow[:-1]])).tolist()
+    h_list = [float("nan")] + h.tolist()
+    gc_t = g[:, None, None] * c_t
+    mem = c_xx.new_zeros(kk, rows, p)
+    mom = c_xx.new_zeros(kk, rows, p)  # ∫_0^U ρ(v) e^(−μ_k v) dv
+    acc = c_xx.new_zeros(rows, rows)
+    eye = torch.eye(p, dtype=c_xx.dtype, device=dev)
+
+    def forcing(j: int) -> Tensor:
+        return -torch.einsum("bk,kiq->biq", scales * torch.exp(-mu * u[j]), c_t).reshape(rows, p)
+
+    out = [[None] * len(idx) for _, idx in reads]
+
+    def read(j: int) -> None:
+        for (sl, idx), res in zip(reads, out):
+            for m, i in enumerate(idx):
+                if i == j:
+                    q = torch.einsum("kiq,kjq->kij", mom[:, sl], gc_t)
+                    cross = torch.einsum("kij,bk->ibj", q, scales[sl.start // r:sl.stop // r])
+                    res[m] = acc[sl, sl] + cross.reshape(q.shape[1], -1)
+
+    rho = forcing(0)
+    read(0)
+    built = None
+    for j in tqdm(range(1, u.shape[0]), desc="theory: covariance", disable=not progress, leave=False,
+                  mininterval=1.0):
+        st = j - 1
+        kt = track[st]
+        if built != (h_list[j], kt):
+            built = (h_list[j], kt)
+            inv = torch.linalg.inv(eye + torch.einsum("k,kpq->pq", w1[st], c_xx))
+            cells = torch.einsum("kab,kpq->abpq", g[:, None, None] * pair[st], c_xx)
+            # products with ρ at the step's left end: history weight, then the prior within the step
+            left = torch.cat([torch.einsum("k,kpq->pq", w0[st], c_xx), cells[0, 0], cells[1, 0]], 1)
+            right = torch.cat([cells[0, 1], cells[1, 1]], 1)
+        z = torch.bmm(mem[:kt], c_xx[:kt]).view(kt, -1)  # M_k(u_{j−1}) c_k
+        zw = torch.stack([decay[st, :kt], g[:kt] * w1[st, :kt], g[:kt] * w0[st, :kt]]) @ z
+        hist, to_left, to_right = zw.view(3, rows, p)
+        at_left = rho @ left
+        new = (forcing(j) - hist - at_left[:, :p]) @ inv
+        at_right = new @ right
+        # ∫ over the step of ρ(v)[...]: ρ's left end weighs e^(−μx) by w1, its right end by w0
+        acc += rho @ (to_left + at_left[:, p:2 * p] + at_right[:, :p]).T
+        acc += new @ (to_right + at_left[:, 2 * p:] + at_right[:, p:]).T
+        mom += torch.exp(-mu * u[st])[:, None, None] * (w1[st, :, None, None] * rho + w0[st, :, None, None] * new)
+        mem.mul_(decay[st, :, None, None]).add_(w0[st, :, None, None] * rho + w1[st, :, None, None] * new)
+        rho = new
+        read(j)
+    return [torch.stack(res) for res in out]
 
 
 def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation],
@@ -240,29 +344,41 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
             return None if e is None else replace(e, coef=e.coef[:, :, rows])
         disc = replace(discretisation, ndk=keep(discretisation.ndk), prior=keep(discretisation.prior))
     gamma = prior.gamma
-    # with σ0 = σ the prior's expansion follows from the NDK's (_sweep); otherwise it is fitted, if the mean
-    # solution did not fit it already (theory.solve's for_covariance)
-    prior_ex = None if stationary else disc.prior or expand(model, x_rows, x_train, t_span=disc.t_span,
-                                                            tau_min=disc.tau_min, parts=("prior",))[0]
     pts = torch.cat([tr, p + torch.arange(te.shape[0], device=dev)])
     xp = x_rows[pts]
     kk, r = disc.ndk.alpha.shape[0], pts.shape[0]
     n = t_learn.shape[0]
     t_learn = t_learn.to(dev)
-    learn = _Group(anchors=disc.rec, pts=pts, scales=torch.ones(n, r, kk, dtype=torch.float64, device=dev))
-    groups = [learn]
     if t0 is not None:
         tau = check_times("t_drift", t_drift).to(dev)
         u, w = _drift_basis(torch.exp(-gamma * tau[:, None] * disc.ndk.alpha[None, :]), tol / 10)
         nk = u.shape[1]
-        groups.append(_Group(anchors=torch.tensor([disc.i0], device=dev), pts=pts,
-                             scales=w.repeat_interleave(r, 0)[None]))
-    _sweep(disc, prior_ex, prior.T, gamma, p, groups, progress)
-    acc = learn.result()
+    if stationary:
+        include = torch.cat([t_learn, torch.tensor([float(t0 or 0.0)], dtype=torch.float64, device=dev)])
+        lags = lag_grid(disc, gamma, include)
+        c = disc.ndk.coef[:, 0]  # σ0 = σ: one u-node, the kernel depends on t − s alone
+        scales = torch.ones(1, kk, dtype=torch.float64, device=dev)
+        reads = [(slice(0, r), torch.searchsorted(lags, t_learn).tolist())]
+        if t0 is not None:
+            scales = torch.cat([scales, w])
+            reads.append((slice(r, (1 + nk) * r), [int(torch.searchsorted(lags, include[-1:]))]))
+        accs = _lag_sweep(c[:, :p], c[:, pts], (disc.ndk.alpha + 1) * gamma, prior.T, lags, scales, reads,
+                          progress)
+    else:
+        # the prior's expansion, if the mean solution did not fit it already (theory.solve's for_covariance)
+        prior_ex = disc.prior or expand(model, x_rows, x_train, t_span=disc.t_span, tau_min=disc.tau_min,
+                                        parts=("prior",))[0]
+        groups = [_Group(anchors=disc.rec, pts=pts, scales=torch.ones(n, r, kk, dtype=torch.float64, device=dev))]
+        if t0 is not None:
+            groups.append(_Group(anchors=torch.tensor([disc.i0], device=dev), pts=pts,
+                                 scales=w.repeat_interleave(r, 0)[None]))
+        _sweep(disc, prior_ex, gamma, p, groups, progress)
+        accs = [g.result() for g in groups]
+    acc = accs[0]
     # prior covariance of the targets themselves: K_GP(t,t) while learning
     covs = [model.prior_cov(t_learn, t_learn, xp, xp) + acc + acc.transpose(1, 2)]
     if t0 is not None:
-        both = torch.einsum("ti,ipjq,tj->tpq", u, groups[1].result()[0].view(nk, r, nk, r), u)
+        both = torch.einsum("ti,ipjq,tj->tpq", u, accs[1][0].view(nk, r, nk, r), u)
         # after the freeze C(t0,t0) K_L(t,t): the readout's prior part stays at its value at t0
         t_now = t0 + tau
         c00 = prior.var(torch.tensor(float(t0), dtype=torch.float64, device=dev))

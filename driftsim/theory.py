@@ -74,10 +74,11 @@ def grid_for(model: KernelModel, x_train: Tensor, t_end: float, tol: float, incl
 @dataclass(frozen=True)
 class Discretisation:
     """What the mean predictor was computed on, for the fluctuations (SPEC §10) to reuse: the grid t
-    [n_grid] (float64, on the device), the NDK expansion over (all points, training points), the grid
-    indices rec [n] of the recorded times and i0 of the freeze (0 without one), and the expansion's
-    lag range (t_span, tau_min)."""
+    [n_grid] (float64, on the device) built for accuracy tol, the NDK expansion over (all points, training
+    points), the grid indices rec [n] of the recorded times and i0 of the freeze (0 without one), and the
+    expansion's lag range (t_span, tau_min)."""
     t: Tensor
+    tol: float
     ndk: Expansion
     rec: Tensor
     i0: int
@@ -100,7 +101,7 @@ def discretise(model: KernelModel, x_train: Tensor, x_all: Tensor, t_learn: Tens
                            parts=("ndk", "prior") if with_prior else ("ndk",))
     rec = torch.searchsorted(t, t_learn.to(device))
     i0 = int(torch.searchsorted(t, torch.tensor(float(t0 or 0.0), dtype=t.dtype, device=device)))
-    return Discretisation(t=t, ndk=ex, rec=rec, i0=i0, t_span=t_span, tau_min=tau_min,
+    return Discretisation(t=t, tol=tol, ndk=ex, rec=rec, i0=i0, t_span=t_span, tau_min=tau_min,
                           prior=prior_ex[0] if with_prior else None)
 
 

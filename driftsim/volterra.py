@@ -122,6 +122,32 @@ def exponential_weights(mu: Tensor, h: "float | Tensor") -> tuple[Tensor, Tensor
     return decay, w0, w1
 
 
+# P_ab(w) = ∫_w^1 φ_a(s) φ_b(s − w) ds for the hats φ_0 = 1 − s, φ_1 = s, as coefficients of w^0..w^3
+_PAIR_POLY = torch.tensor([[[1 / 3, -1 / 2, 0, 1 / 6], [1 / 6, -1 / 2, 1 / 2, -1 / 6]],
+                           [[1 / 6, 1 / 2, -1 / 2, -1 / 6], [1 / 3, -1 / 2, 0, 1 / 6]]], dtype=torch.float64)
+
+
+def exponential_pair_weights(mu: Tensor, h: Tensor) -> Tensor:
+    """Exact double integrals over one step for two linear interpolants g, g' (ends 0 = left, 1 = right):
+    ∫_0^h g(x) ∫_0^x e^(−μ(x−y)) g'(y) dy dx = Σ_ab W[..., a, b] g_a g'_b, so that a kernel Σ_k G_k e^(−μ_k|x−y|)
+    is integrated exactly between piecewise-linear functions. mu and h broadcast as in exponential_weights;
+    returns [..., 2, 2]. With w = x − y the integral is h² Σ_i P_ab[i] ∫_0^1 w^i e^(−μhw) dw.
+    """
+    z = mu * h
+    small = z < 1.0
+    # ∫_0^1 w^i e^(−zw) dw: its Taylor series for z < 1 (25 terms: 1/25! is far below rounding), else the
+    # upward recursion E_i = (i E_{i−1} − e^(−z))/z, which gains at most i!/z^i ≤ 6 in error there
+    zs = torch.where(small, z, torch.zeros_like(z))
+    zl = torch.where(small, torch.ones_like(z), z)
+    terms = [(-zs) ** n / float(math.factorial(n)) for n in range(25)]
+    series = [sum(tn / (n + i + 1) for n, tn in enumerate(terms)) for i in range(4)]
+    rec, ez = [-torch.expm1(-zl) / zl], torch.exp(-zl)
+    for i in range(1, 4):
+        rec.append((i * rec[-1] - ez) / zl)
+    moments = torch.stack([torch.where(small, a, b) for a, b in zip(series, rec)], -1)
+    return (h * h)[..., None, None] * torch.einsum("...i,abi->...ab", moments, _PAIR_POLY.to(moments))
+
+
 def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor, keep: Tensor,
                     progress: bool = False, desc: str = "volterra") -> tuple[Tensor, Tensor]:
     """SPEC §5.1 for a separable kernel K(t,s) = Σ_{k,m} coef[k,m] e^(−μ_k (t−s)) ℓ_m(s), by product

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from scipy import stats
+from scipy import integrate, stats
 
 from driftsim.config import DriftsimConfig, DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
 from driftsim.decode import decode_theory, network_accuracy
 from driftsim.expansion import expand
+from driftsim import fluctuations
 from driftsim.fluctuations import predictor_covariance
 from driftsim.kernels import KernelModel
 from driftsim.langevin import simulate
@@ -21,6 +22,7 @@ from driftsim.store import StoreError, read_run, write_run
 from driftsim.tasks import synthetic_task
 from driftsim.theory import solve
 from driftsim.times import record_times
+from driftsim.volterra import exponential_pair_weights
 
 torch.set_default_dtype(torch.float64)
 
@@ -265,3 +267,69 @@ def test_prior_fitted_with_the_mean_gives_the_same_covariance():
         for other in covs[1:]:
             assert torch.allclose(other[phase].cov_test.nan_to_num(), covs[0][phase].cov_test.nan_to_num(),
                                   atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("z", [1e-7, 0.3, 0.999, 1.001, 4.0, 40.0])
+def test_pair_weights_are_the_double_integrals(z):
+    """exponential_pair_weights against adaptive quadrature of ∫_0^h φ_a(x) ∫_0^x e^(−μ(x−y)) φ_b(y) dy dx."""
+    h = 0.7
+    mu = z / h
+    got = exponential_pair_weights(torch.tensor(mu), torch.tensor(h))
+    hat = (lambda x: 1 - x / h, lambda x: x / h)
+    for a in range(2):
+        for b in range(2):
+            want, _ = integrate.dblquad(lambda y, x: hat[a](x) * math.exp(-mu * (x - y)) * hat[b](y),
+                                        0, h, 0, lambda x: x, epsabs=1e-14, epsrel=1e-12)
+            assert float(got[a, b]) == pytest.approx(want, rel=1e-10, abs=1e-15)
+
+
+def test_pair_weights_for_fast_rates_are_the_laplace_asymptotics():
+    """μh ≫ 1: ∫_0^1 w^i e^(−zw) dw = i!/z^(i+1) up to e^(−z), so each weight is a finite sum in 1/z."""
+    h, z = 2.0, torch.tensor([50.0, 1e3, 1e7])
+    got = exponential_pair_weights(z / h, torch.tensor(h))
+    poly = {(0, 0): [1 / 3, -1 / 2, 0, 1 / 6], (0, 1): [1 / 6, -1 / 2, 1 / 2, -1 / 6],
+            (1, 0): [1 / 6, 1 / 2, -1 / 2, -1 / 6], (1, 1): [1 / 3, -1 / 2, 0, 1 / 6]}
+    for (a, b), c in poly.items():
+        want = h * h * sum(ci * math.factorial(i) / z ** (i + 1) for i, ci in enumerate(c))
+        assert torch.allclose(got[:, a, b], want, rtol=1e-12, atol=0)
+
+
+def stationary_problem():
+    x, xt = points(q=3)
+    t_end = 20 / 0.05
+    kw = dict(depth=2, activation="relu", t_learn=record_times(t_end, 8), t0=t_end / 2,
+              t_drift=record_times(t_end, 6), points=[0, 3])
+    return x, xt, kw
+
+
+def test_lag_route_agrees_with_the_time_sweep():
+    """σ0 = σ runs the rows in lag (_lag_sweep, exact against the prior on its own coarse grid); a prior a
+    hair away from σ0 = σ takes the general backward sweep on the mean's grid with K_GP fitted: two
+    independent discretisations of SPEC §10, within tol."""
+    x, xt, kw = stationary_problem()
+    lag, time_sweep = (predictor_covariance(x, xt, prior=Prior(0.05, 1.0, s0), **kw) for s0 in (1.0, 1.0 - 1e-12))
+    for phase in ("learn", "drift"):
+        for field in ("var_train", "cov_test"):
+            a, b = getattr(lag[phase], field), getattr(time_sweep[phase], field)
+            assert torch.allclose(a.nan_to_num(), b.nan_to_num(), atol=1e-4, rtol=0)
+    assert (lag["drift"].cov_test - time_sweep["drift"].cov_test).abs().max() > 0
+
+
+def test_lag_route_neither_fast_rates_nor_coarse_grid_cost_accuracy(monkeypatch):
+    """The two shortcuts of the lag route: dropping the memory of rates that forget within a step (all
+    rates tracked with _FAST = 0: within 1e-9), and the coarse lag grid (growth and cap at tol itself:
+    within tol/10)."""
+    x, xt, kw = stationary_problem()
+    prior = Prior(0.05, 1.0, 1.0)
+    base = predictor_covariance(x, xt, prior=prior, **kw)
+    monkeypatch.setattr(fluctuations, "_FAST", 0.0)
+    tracked = predictor_covariance(x, xt, prior=prior, **kw)
+    monkeypatch.undo()
+    monkeypatch.setattr(fluctuations, "LAG_GROWTH_TOL", 1.0)
+    monkeypatch.setattr(fluctuations, "LAG_MAX_TOL", 1.0)
+    fine = predictor_covariance(x, xt, prior=prior, **kw)
+    for phase in ("learn", "drift"):
+        for other, atol in ((tracked, 1e-10), (fine, 1e-5)):
+            assert torch.allclose(other[phase].cov_test, base[phase].cov_test, atol=atol, rtol=0)
+            assert torch.allclose(other[phase].var_train[:, [0, 3]], base[phase].var_train[:, [0, 3]],
+                                  atol=atol, rtol=0)
