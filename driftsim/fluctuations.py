@@ -257,6 +257,7 @@ def _lag_sweep(c_xx: Tensor, c_t: Tensor, mu: Tensor, T: float, u: Tensor, scale
     slow = (decay >= _FAST).sum(1)
     track = torch.maximum(slow, torch.cat([slow[:1], slow[:-1]])).tolist()
     h_list = [float("nan")] + h.tolist()
+    n_mom = (mu[None, :] * u[:-1, None] < 740).sum(1).tolist()
     gc_t = g[:, None, None] * c_t
     mem = c_xx.new_zeros(kk, rows, p)
     mom = c_xx.new_zeros(kk, rows, p)  # ∫_0^U ρ(v) e^(−μ_k v) dv
@@ -299,8 +300,11 @@ def _lag_sweep(c_xx: Tensor, c_t: Tensor, mu: Tensor, T: float, u: Tensor, scale
         # ∫ over the step of ρ(v)[...]: ρ's left end weighs e^(−μx) by w1, its right end by w0
         acc += rho @ (to_left + at_left[:, p:2 * p] + at_right[:, :p]).T
         acc += new @ (to_right + at_left[:, 2 * p:] + at_right[:, p:]).T
-        mom += torch.exp(-mu * u[st])[:, None, None] * (w1[st, :, None, None] * rho + w0[st, :, None, None] * new)
-        mem.mul_(decay[st, :, None, None]).add_(w0[st, :, None, None] * rho + w1[st, :, None, None] * new)
+        ends = torch.stack([rho, new]).view(2, -1)
+        mem.view(kk, -1).mul_(decay[st, :, None]).add_(torch.stack([w0[st], w1[st]], 1) @ ends)
+        ne = n_mom[st]  # the rates whose e^(−μ_k v) has not underflowed yet
+        mom[:ne] += (torch.exp(-mu[:ne] * u[st])[:, None] * torch.stack([w1[st, :ne], w0[st, :ne]], 1)
+                     @ ends).view(ne, rows, p)
         rho = new
         read(j)
     return [torch.stack(res) for res in out]
