@@ -128,8 +128,9 @@ def test_chosen_points_and_reused_discretisation_give_the_same_numbers():
 
 @pytest.mark.parametrize("act,s0", [("relu", 1.0), ("erf", 0.5)])
 def test_truncated_drift_basis_stays_within_a_tenth_of_tol(act, s0):
-    """tol sets the rank of the drift basis: on one discretisation the covariance at tol = 1e-3 lies
-    within 1e-4 of the untruncated basis (tol = 1e-13), while using fewer rows."""
+    """tol sets the rank of the drift basis (and, σ0 ≠ σ, of the coefficients' u-dependence): on one
+    discretisation the covariance at tol = 1e-3 lies within 1e-4 of the untruncated bases (tol = 1e-13),
+    while using fewer rows."""
     x, xt = points(p=8, q=2)
     prior = Prior(0.01, 1.0, s0)
     t_end = 20 / prior.gamma
