@@ -109,12 +109,14 @@ class _Group:
 _FAST = 1e-15
 
 
-def _u_basis(ell: Tensor, flat: Tensor, rel: float) -> tuple[Tensor, Tensor]:
-    """ℓ(u_j) [n, M] · flat [M, N] ≈ weights [n, L] · basis [L, N]: flat's singular vectors above ``rel``
-    times the largest singular value."""
-    u, sv, vh = torch.linalg.svd(flat, full_matrices=False)
-    keep = sv > sv[0] * rel
-    return ell @ (u[:, keep] * sv[keep]), vh[keep]
+def _u_basis(ell: Tensor, coef: Tensor, p: int, rel: float) -> tuple[Tensor, Tensor]:
+    """ℓ(u_j) [n, M] · coef [K, M, rows, P] ≈ weights [n, L] · basis [L, K·rows·P], the u-dependence cut to
+    the left singular vectors above ``rel`` times the largest, those of the training points' block (so
+    that the numbers do not depend on which test points are asked for)."""
+    flat = coef.permute(1, 0, 2, 3)
+    u, sv, _ = torch.linalg.svd(flat[:, :, :p].reshape(flat.shape[0], -1), full_matrices=False)
+    u = u[:, sv > sv[0] * rel]
+    return ell @ u, u.T @ flat.reshape(flat.shape[0], -1)
 
 
 def _sweep(disc: Discretisation, prior_ex: Expansion, gamma: float, p: int, groups: list[_Group], rel: float,
@@ -147,7 +149,7 @@ def _sweep(disc: Discretisation, prior_ex: Expansion, gamma: float, p: int, grou
     ell_list = ell.tolist()
 
     # [L, K·(P+Q)·P] with [n1, L] weights: the rows at t_j are one product streaming the coefficients once
-    parts = [_u_basis(ell, e.coef.permute(1, 0, 2, 3).reshape(ell.shape[1], -1), rel) for e in (ex, prior_ex)]
+    parts = [_u_basis(ell, e.coef, p, rel) for e in (ex, prior_ex)]
     shape = ex.coef.shape[:1] + ex.coef.shape[2:]
 
     def coefs(j: int) -> tuple[Tensor, Tensor]:
