@@ -38,7 +38,7 @@ basis of those scales (an SVD truncated at tol/10 relative) instead of every dri
 decay over a step underflows need no memory of their own. Cost per grid step O(R k_slow P²) for R rows
 (σ0 = σ: points × (1 + drift basis) over the whole lag grid; σ0 ≠ σ: points × recorded times whose
 anchor is still ahead, plus points × drift basis) and k_slow rates that outlive the step, plus, with
-σ0 ≠ σ, forming the time-dependent coefficients, O(K M P (P+Q)).
+σ0 ≠ σ, forming the time-dependent coefficients, O(K L P (P+Q)) for L ≤ M kept u-vectors.
 Shapes: n, m recorded times, P training and Q test points.
 """
 from __future__ import annotations
