@@ -146,26 +146,28 @@ def test_truncated_drift_basis_stays_within_a_tenth_of_tol(act, s0):
     assert (cut.cov_test - exact.cov_test).abs().max() > 0  # the basis was cut
 
 
-# Langevin ensembles (SPEC §8): width 512, 512 independent networks, relu, σ0/σ = 0.5, T = 0.2 (γ = 0.2):
-# learning over 5/γ with dt = 0.025 (the settings of test_langevin's mean comparison), freeze at 0.5/γ,
-# drift over 5/γ. Measured: sim/theory variance ratios 0.95–1.14 on the test point, KS p ≥ 0.1.
+# Langevin ensembles (SPEC §8): width 512, 512 independent networks, relu, σ0/σ = 0.5 (backward sweep) and
+# 1 (lag route), T = 0.2 (γ = 0.2): learning over 5/γ with dt = 0.025 (the settings of test_langevin's mean
+# comparison), freeze at 0.5/γ, drift over 5/γ. Measured: sim/theory variance ratios on the test point
+# 0.95–1.14, KS p ≥ 0.1 (σ0/σ = 0.5); 0.91–1.11, KS p ≥ 0.06 (σ0 = σ).
 WIDTH, ENSEMBLE = 512, 512
 
 
-def test_langevin_ensembles_have_the_predicted_gaussian():
+@pytest.mark.parametrize("s0", [0.5, 1.0])
+def test_langevin_ensembles_have_the_predicted_gaussian(s0):
     """At every recorded time of both phases the ensemble variance of the test predictor lies in the
     two-sided 99.9 % chi-square band of E − 1 degrees of freedom around the theory (widened by 4/N for the
     O(1/N) finite-width bias), the mean training-point variance too, and a KS test against the predicted
     Gaussian N(f̄, var) does not reject at 1 %."""
     task = synthetic_task(4, 0.75)
-    prior = Prior(0.2, 1.0, 0.5)
-    t_end, t0 = 5 / prior.gamma, 0.5 / prior.gamma  # early: C(t0,t0) = 0.71 σ², far from C(t,t) later
+    prior = Prior(0.2, 1.0, s0)
+    t_end, t0 = 5 / prior.gamma, 0.5 / prior.gamma  # early: with σ0 = σ/2, C(t0,t0) = 0.71 σ², far from later
     t_learn, t_drift = record_times(t_end, 12, t_first=0.05), record_times(t_end, 8, t_first=0.1)
     mean = solve(task.x_train, task.y_train, task.x_test, depth=1, activation="relu", prior=prior,
                  t_learn=t_learn, t0=t0, t_drift=t_drift, progress=False)
     cov = predictor_covariance(task.x_train, task.x_test, depth=1, activation="relu", prior=prior,
                                t_learn=t_learn, t0=t0, t_drift=t_drift, discretisation=mean.discretisation)
-    sim = simulate(task, ModelConfig(1, "relu", WIDTH), DynamicsConfig(T=0.2, sigma=1.0, sigma0=0.5, dt=0.025),
+    sim = simulate(task, ModelConfig(1, "relu", WIDTH), DynamicsConfig(T=0.2, sigma=1.0, sigma0=s0, dt=0.025),
                    ProtocolConfig(t0=t0), SimConfig(ensemble=ENSEMBLE), t_learn, t_drift, seed=3, progress=False)
     dof = ENSEMBLE - 1
     lo, hi = stats.chi2.ppf([0.0005, 0.9995], dof) / dof
