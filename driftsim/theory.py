@@ -18,7 +18,7 @@ from .expansion import Expansion, expand
 from .times import check_times
 from .volterra import graded_grid, solve_separable
 
-__all__ = ["solve", "check_tol", "grid_for", "discretise", "Discretisation", "ntk_predictor", "nngp_predictor"]
+__all__ = ["solve", "check_tol", "grid_for", "graded_for", "discretise", "Discretisation", "ntk_predictor", "nngp_predictor"]
 
 # grid constants of grid_for, calibrated in tests/test_theory.py::test_refinement_order
 GRID_FIRST, GRID_GROWTH, GRID_MAX = 7.0, 3.5, 1.75
@@ -59,16 +59,24 @@ def nngp_predictor(k_gp: Tensor, p: int, y: Tensor, T: float) -> Equilibrium:
     return Equilibrium(f_train=k_gp[:p, :p] @ alpha, f_test=k_gp[p:, :p] @ alpha)
 
 
+def graded_for(t_end: float, h_first: float, gamma: float, tol_growth: float, tol_max: float,
+               include: Tensor) -> Tensor:
+    """SPEC §11 graded grid from its first step: growing by B√tol_growth per unit log-time, capped at
+    C√tol_max/γ in the diffusive phase, through the times of ``include``."""
+    return graded_grid(t_end, h_first=h_first, h_max=GRID_MAX * math.sqrt(tol_max) / gamma,
+                       growth=GRID_GROWTH * math.sqrt(tol_growth), include=include)
+
+
 def grid_for(model: KernelModel, x_train: Tensor, t_end: float, tol: float, include: Tensor) -> tuple[Tensor, float]:
     """SPEC §11 graded grid for accuracy ``tol`` and its first step: h ≈ A√tol/λ_max(K_ntk) in the
     gradient phase, growing by B√tol per unit log-time, capped at C√tol/γ in the diffusive phase.
     Only the linear interpolation of the residual limits the accuracy (the kernel is integrated exactly)."""
-    lam = model.max_ntk_eigenvalue(x_train)
-    root = math.sqrt(tol)
-    h_first = GRID_FIRST * root / lam
-    grid = graded_grid(t_end, h_first=h_first, h_max=GRID_MAX * root / model.prior.gamma,
-                       growth=GRID_GROWTH * root, include=include)
-    return grid, h_first
+    h_first = GRID_FIRST * math.sqrt(tol) / model.max_ntk_eigenvalue(x_train)
+    return graded_for(t_end, h_first, model.prior.gamma, tol, tol, include), h_first
+
+
+# the expansion resolves lags down to this fraction of the grid's first step
+TAU_MIN_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,11 @@ class Discretisation:
     tau_min: float
     prior: Optional[Expansion] = None
 
+    @property
+    def h_first(self) -> float:
+        """The grid's first step (before merging the recorded times)."""
+        return self.tau_min / TAU_MIN_FRACTION
+
 
 def discretise(model: KernelModel, x_train: Tensor, x_all: Tensor, t_learn: Tensor, t0: Optional[float],
                t_drift: Optional[Tensor], tol: float, with_prior: bool = False) -> Discretisation:
@@ -96,7 +109,7 @@ def discretise(model: KernelModel, x_train: Tensor, x_all: Tensor, t_learn: Tens
     t, h_first = grid_for(model, x_train, float(t_learn[-1]), tol, include)
     t = t.to(device)
     t_span = float(t_learn[-1]) + (float(t_drift.max()) if t0 is not None else 0.0)
-    tau_min = 0.1 * h_first
+    tau_min = TAU_MIN_FRACTION * h_first
     ex, *prior_ex = expand(model, x_all, x_train, t_span=t_span, tau_min=tau_min,
                            parts=("ndk", "prior") if with_prior else ("ndk",))
     rec = torch.searchsorted(t, t_learn.to(device))

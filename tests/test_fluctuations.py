@@ -320,7 +320,7 @@ def test_lag_route_agrees_with_the_time_sweep():
 
 def test_lag_route_neither_fast_rates_nor_coarse_grid_cost_accuracy(monkeypatch):
     """The two shortcuts of the lag route: dropping the memory of rates that forget within a step (all
-    rates tracked with _FAST = 0: within 1e-9), and the coarse lag grid (growth and cap at tol itself:
+    rates tracked with _FAST = 0: within 1e-10), and the coarse lag grid (growth and cap at tol itself:
     within tol/10)."""
     x, xt, kw = stationary_problem()
     prior = Prior(0.05, 1.0, 1.0)
