@@ -17,9 +17,10 @@ import time
 import torch
 from bench_theory import PRIOR, problem
 
-from driftsim.fluctuations import lag_grid, predictor_covariance
+from driftsim.theory.covariance import predictor_covariance
+from driftsim.theory.discretisation import lag_grid
 from driftsim.prior import Prior
-from driftsim.theory import solve
+from driftsim.theory.mean import solve
 from driftsim.times import record_times
 
 

@@ -29,8 +29,9 @@ from contextlib import ExitStack
 
 import torch
 
-from driftsim.langevin import init_state, langevin, leave_a_core
-from driftsim.networks import init_ensemble
+from driftsim.sim.noise import leave_a_core
+from driftsim.sim.schemes import init_state, langevin
+from driftsim.sim.networks import init_ensemble
 from driftsim.prior import Prior
 
 SIZES = {  # E networks, width N, depth L, P training points, input dimension N0

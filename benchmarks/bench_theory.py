@@ -17,12 +17,14 @@ import time
 import torch
 
 from driftsim.config import ImagePairTaskConfig
-from driftsim.kernels import KernelModel
+from driftsim.theory.kernels import KernelModel
 from driftsim.prior import Prior
+from driftsim.theory import reference
 from driftsim.tasks import make_task
-from driftsim.theory import solve
+from driftsim.theory.mean import solve
 from driftsim.times import record_times
-from driftsim.volterra import graded_grid, solve_second_kind
+from driftsim.theory.reference import solve_second_kind
+from driftsim.theory.volterra import graded_grid
 
 PRIOR = Prior(T=1e-3, sigma=1.0, sigma0=1.0)
 DEPTH, ACT = 3, "relu"
@@ -55,7 +57,7 @@ def run_naive(rows: int) -> dict:
     t = graded_grid(rows * h, h, h, 1e-12)
     x = task.x_train
     start = time.perf_counter()
-    solve_second_kind(lambda i, js: model.ndk(t[i].expand(len(js)), t[js], x, x), t, task.y_train)
+    solve_second_kind(lambda i, js: reference.ndk(model, t[i].expand(len(js)), t[js], x, x), t, task.y_train)
     wall = time.perf_counter() - start
     n_full = 2 * t_end / h  # learning and drift phases
     return {"rows": rows, "wall_s": wall, "n_full": n_full, "extrapolated_s": wall * (n_full / rows) ** 2,

@@ -2,9 +2,9 @@
 
 Pipeline of one run (DESIGN.md "Data flow"): validate the config (driftsim.config) → task (tasks.py,
 SPEC §7) → recorded times (times.py; learning 0..dynamics.t_max, drift 0..t_drift after protocol.t0)
-→ mean-predictor theory (mode theory/both, SPEC §5–6) with its covariance (§10, theory.covariance)
+→ mean-predictor theory (mode theory/both, SPEC §5–6) with its covariance (§10, theory/covariance.py)
 and/or Langevin ensembles (mode sim/both, §8)
-→ decoding (decode.py) → the run file (store.py, schema driftsim/1).
+→ decoding (analysis/decode.py) → the run file (io/store.py, schema driftsim/1).
 
 The file is ``out``, resolved against the directory the command was started in, or driftsim.h5 in the
 job's Hydra output folder. A complete file of the same config is kept and the job skipped, so a sweep
@@ -17,7 +17,8 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+import os
+from typing import Optional, Sequence, Union
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -26,15 +27,16 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import store
+from .analysis.decode import decode_sim, decode_theory
+from .analysis.sweeps import flat_config
 from .config import DriftsimConfig, register_configs
-from .decode import decode_sim, decode_theory
-from .fluctuations import predictor_covariance
-from .langevin import simulate
-from .networks import resolve_device
+from .io import store
 from .prior import Prior
+from .sim.networks import resolve_device
+from .sim.simulate import simulate
 from .tasks import make_task
-from .theory import solve
+from .theory.covariance import predictor_covariance
+from .theory.mean import solve
 from .times import record_times
 
 __all__ = ["main", "run", "output_path", "existing_run_differs"]
@@ -56,10 +58,10 @@ def output_path(conf: DriftsimConfig) -> Path:
 def existing_run_differs(out: Path, config_yaml: str) -> Optional[str]:
     """None when ``out`` already holds a complete run of this config; otherwise why it may not be reused."""
     try:
-        stored = store.flat_config(store.read_run(out).config)
+        stored = flat_config(store.read_run(out).config)
     except store.StoreError as e:
         return str(e)
-    wanted = store.flat_config(OmegaConf.to_container(OmegaConf.create(config_yaml)))
+    wanted = flat_config(OmegaConf.to_container(OmegaConf.create(config_yaml)))
     differ = sorted(k for k in set(stored) | set(wanted)
                     if k not in _NOT_COMPARED and stored.get(k) != wanted.get(k))
     return f"it holds a run of another config (differs in {differ})" if differ else None
@@ -121,6 +123,25 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
                  d.accuracy[0], d.accuracy[-1])
     return store.write_run(out, config=config_yaml, seed=conf.seed, task=task, theory=theory, sim=sim,
                            decoding=decoding)
+
+
+def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]) -> dict[str, store.Run]:
+    """Compute runs in this process, as ``driftsim <overrides>`` would, one per job {name: overrides}, into
+    ``folder/<name>.h5``, and read them back. A complete file of the same config is reused (as the app
+    does), so re-running a notebook costs nothing."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    runs = {}
+    with initialize_config_module("driftsim.conf", version_base="1.3"):
+        for name, overrides in jobs.items():
+            out = Path(folder) / f"{name}.h5"
+            cfg = compose("config", overrides=[*overrides, f"out='{out}'"])  # quoted: names hold "="
+            config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+            if not out.exists() or existing_run_differs(out, config_yaml) is not None:
+                run(OmegaConf.to_object(cfg), config_yaml, out)
+            runs[name] = store.read_run(out)
+    return runs
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

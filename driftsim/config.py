@@ -164,7 +164,7 @@ class RecordConfig:
 @dataclass
 class TheoryConfig:
     tol: float = 1e-4  # target accuracy of the Volterra solution
-    # SPEC §10 covariance over the ensemble (fluctuations.py). Off by default: its cost grows with the
+    # SPEC §10 covariance over the ensemble (theory/covariance.py). Off by default: its cost grows with the
     # points (rows ≈ points × drift basis) — fractions of a second on the synthetic task, about 0.6× the
     # mean solution for 3 test points of an MNIST pair (P = 100, σ0 = σ), 3–5× for 8 + 8 points
     covariance: bool = False

@@ -1,4 +1,4 @@
-"""The ``driftsim-plot`` command: the standard figures of one run file as PNG (issue 5; driftsim.plots).
+"""The ``driftsim-plot`` command: the standard figures of one run file as PNG (driftsim.analysis.plots).
 
     driftsim-plot run.h5                 PNGs next to the file: run_trajectories.png, run_error.png, ...
     driftsim-plot run.h5 --out figures/  ... into figures/
@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, none opened
-from . import store  # noqa: E402
-from .plots import save_figures, standard_figures  # noqa: E402
+from .io import store  # noqa: E402
+from .analysis.plots import save_figures, standard_figures  # noqa: E402
 
 __all__ = ["main"]
 

@@ -60,8 +60,3 @@ class Prior:
     def coefficients(self, dt: float) -> tuple[float, float]:
         """SPEC §2 exact transition over dt as (decay, std): (e^(−γdt), √(σ²(1 − e^(−2γdt))))."""
         return math.exp(-self.gamma * dt), self.sigma * math.sqrt(-math.expm1(-2 * self.gamma * dt))
-
-    def transition(self, theta: Tensor, dt: float, noise: Tensor) -> Tensor:
-        """SPEC §2 exact transition: θ(t+dt) = e^(−γdt) θ(t) + √(σ²(1 − e^(−2γdt))) ξ, ξ = ``noise``."""
-        decay, std = self.coefficients(dt)
-        return decay * theta + std * noise

@@ -55,7 +55,7 @@ class TheoryResult:
     drift: Optional[TheoryDrift] = None
     grid_size: int = 0  # Volterra grid points used (diagnostic)
     fit_error: float = 0.0  # max error of the kernel expansion on validation lags (diagnostic)
-    discretisation: Any = None  # theory.Discretisation, reused by fluctuations.py (not stored)
+    discretisation: Any = None  # theory.discretisation.Discretisation, reused by theory/covariance.py (not stored)
 
 
 @dataclass

@@ -13,7 +13,9 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from driftsim import app, store
+from driftsim import app
+from driftsim.analysis import sweeps
+from driftsim.io import store
 
 # DESIGN.md "HDF5 layout", written out independently of store.required_paths
 DESIGN_TASK = ["/task/x_train", "/task/y_train", "/task/x_test", "/task/y_test"]
@@ -92,7 +94,7 @@ def test_sweep_writes_four_files_collects_and_resumes(tmp_path, launcher):
     driftsim(*args, cwd=tmp_path)
     files = sorted(sweep.rglob("driftsim.h5"))
     assert len(files) == 4 and all(store.is_complete(f) for f in files)
-    table = store.collect(sweep)
+    table = sweeps.collect(sweep)
     n = 8 + 1  # record.n_times of the debug preset, plus t = 0
     assert len(table) == 4 * 3 * n  # theory learn, theory drift, ntk learn
     assert {"model.activation", "dynamics.T"} <= set(table.columns)

@@ -5,11 +5,13 @@ import math
 import pytest
 import torch
 
-from driftsim.kernels import KernelModel
+from driftsim.theory.kernels import KernelModel
 from driftsim.prior import Prior
-from driftsim.theory import solve
+from driftsim.theory import reference
+from driftsim.theory.mean import solve
 from driftsim.times import record_times
-from driftsim.volterra import graded_grid, solve_second_kind, trapezoid_weights, weighted_sum
+from driftsim.theory.reference import solve_second_kind, trapezoid_weights, weighted_sum
+from driftsim.theory.volterra import graded_grid
 
 torch.set_default_dtype(torch.float64)
 
@@ -81,14 +83,14 @@ def test_agrees_with_direct_all_pairs_solver():
     t = graded_grid(float(res.learn.t[-1]), 2e-3, 0.1, 0.01, include=res.learn.t)
 
     def row(i, js):
-        return model.ndk(t[i].expand(len(js)), t[js], x, x)
+        return reference.ndk(model, t[i].expand(len(js)), t[js], x, x)
 
     f = solve_second_kind(row, t, y)
     rec = torch.searchsorted(t, res.learn.t)
     assert torch.allclose(f[rec], res.learn.f_train, atol=2e-4, rtol=0)
     r = y - f
     for n, i in enumerate(rec.tolist()[1:], start=1):
-        kern = lambda js: model.ndk(t[i].expand(len(js)), t[js], xt, x)  # noqa: E731
+        kern = lambda js: reference.ndk(model, t[i].expand(len(js)), t[js], xt, x)  # noqa: E731
         direct = weighted_sum(kern, trapezoid_weights(t, i), r[: i + 1], len(xt) * len(x))
         assert torch.allclose(direct, res.learn.f_test[n], atol=2e-4, rtol=0)
 
@@ -121,11 +123,11 @@ def test_frozen_readout_matches_learning_at_t0_and_direct_quadrature():
     # SPEC §6.2 evaluated directly with the frozen kernel on the direct solver's residual
     model = KernelModel(act, depth, prior)
     t = graded_grid(t0, 2e-3, 0.01 / prior.gamma, 0.01, include=torch.tensor([t0]))
-    f = solve_second_kind(lambda i, js: model.ndk(t[i].expand(len(js)), t[js], x, x), t, y)
+    f = solve_second_kind(lambda i, js: reference.ndk(model, t[i].expand(len(js)), t[js], x, x), t, y)
     w, r = trapezoid_weights(t, len(t) - 1), y - f
     for k in (3, 10, 18):
         tt = t0 + float(d.t[k])
-        direct = weighted_sum(lambda js: model.frozen(torch.full((len(js),), tt), t[js], t0, xt, x), w, r,
+        direct = weighted_sum(lambda js: reference.frozen(model, torch.full((len(js),), tt), t[js], t0, xt, x), w, r,
                               len(xt) * len(x))
         assert torch.allclose(direct, d.f_test[k], atol=2e-3, rtol=0)
 
@@ -147,7 +149,7 @@ def test_freeze_at_equilibrium_closed_forms(act):
         k_eq = model.two_time(big + tau, big, xa, x).k[0]  # stationary two-time last-layer kernel
         pred = s2 * k_eq @ alpha
         assert torch.allclose(res.drift.f_test[k], pred[len(x):], atol=1e-4, rtol=0)
-    limit = s2 * model.mean_kernel(xa, x) @ alpha
+    limit = s2 * reference.mean_kernel(model, xa, x) @ alpha
     assert torch.allclose(res.drift.f_inf_test, limit[len(x):], atol=1e-4, rtol=0)
     assert torch.allclose(res.drift.f_test[-1], res.drift.f_inf_test, atol=1e-4, rtol=0)  # τ = 40/γ
     if act == "relu":

@@ -3,7 +3,7 @@
 Synthetic task of SPEC §7 (P = 4, test overlap ρ = 0.75) unless said; T = 1e-3, σ = σ0 = 1 as the
 reference; times in the units of SPEC §1.4. The measures are driftsim.plots': the gradient phase's
 time is when the test predictor reaches 90% of its NTK equilibrium, the diffusive phase's when it has
-covered half the NTK → NNGP gap (plots.phase_times).
+covered half the NTK → NNGP gap (measures.phase_times).
 """
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from driftsim import plots
+from driftsim.analysis import measures
 from driftsim.config import equilibrium_time
-from driftsim.decode import decode_theory
-from driftsim.kernels import KernelModel
+from driftsim.analysis.decode import decode_theory
+from driftsim.theory.kernels import KernelModel
 from driftsim.prior import Prior
 from driftsim.tasks import make_task, synthetic_task
-from driftsim.theory import nngp_predictor, solve
+from driftsim.theory.mean import nngp_predictor, solve
 from driftsim.times import record_times
 
 TOL = 1e-4
@@ -27,12 +27,12 @@ TOL = 1e-4
 
 @lru_cache(maxsize=None)
 def synthetic(T=1e-3, sigma=1.0, sigma0=1.0, depth=1, activation="relu", overlap=0.75) -> dict:
-    """plots.measures of one theory run on the synthetic task: phase times, overshoot, early stopping."""
+    """measures.measures of one theory run on the synthetic task: phase times, overshoot, early stopping."""
     task = synthetic_task(4, overlap)
     t = record_times(equilibrium_time(T, sigma), 150)
     r = solve(task.x_train, task.y_train, task.x_test, depth=depth, activation=activation,
               prior=Prior(T, sigma, sigma0), t_learn=t, tol=TOL, progress=False)
-    return plots.measures(t.numpy(), r.learn.f_test.numpy(), r.learn.f_train.numpy(), task.y_test.numpy(),
+    return measures.measures(t.numpy(), r.learn.f_test.numpy(), r.learn.f_train.numpy(), task.y_test.numpy(),
                           task.y_train.numpy(), float(r.ntk.f_test[0]), float(r.nngp.f_test[0]))
 
 

@@ -3,26 +3,21 @@ drift predictor (SPEC §5, §6), from the kernels of ``kernels.py`` and the solv
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-from .activations import Activation
+from ..activations import Activation
+from ..prior import Prior
+from ..results import Equilibrium, TheoryDrift, TheoryLearn, TheoryResult
+from ..times import check_times
+from .discretisation import discretise
 from .kernels import KernelModel, check_inputs
-from .prior import Prior
-from .results import Equilibrium, TheoryDrift, TheoryLearn, TheoryResult
-from .expansion import Expansion, expand
-from .times import check_times
-from .volterra import graded_grid, solve_separable
+from .volterra import solve_separable
 
-__all__ = ["solve", "check_tol", "grid_for", "graded_for", "discretise", "Discretisation", "ntk_predictor", "nngp_predictor"]
-
-# grid constants of grid_for, calibrated in tests/test_theory.py::test_refinement_order
-GRID_FIRST, GRID_GROWTH, GRID_MAX = 7.0, 3.5, 1.75
-
+__all__ = ["solve", "check_tol", "ntk_predictor", "nngp_predictor"]
 
 def _check_labels(y: Tensor, p: int) -> Tensor:
     y = torch.as_tensor(y)
@@ -59,65 +54,6 @@ def nngp_predictor(k_gp: Tensor, p: int, y: Tensor, T: float) -> Equilibrium:
     return Equilibrium(f_train=k_gp[:p, :p] @ alpha, f_test=k_gp[p:, :p] @ alpha)
 
 
-def graded_for(t_end: float, h_first: float, gamma: float, tol_growth: float, tol_max: float,
-               include: Tensor) -> Tensor:
-    """SPEC §11 graded grid from its first step: growing by B√tol_growth per unit log-time, capped at
-    C√tol_max/γ in the diffusive phase, through the times of ``include``."""
-    return graded_grid(t_end, h_first=h_first, h_max=GRID_MAX * math.sqrt(tol_max) / gamma,
-                       growth=GRID_GROWTH * math.sqrt(tol_growth), include=include)
-
-
-def grid_for(model: KernelModel, x_train: Tensor, t_end: float, tol: float, include: Tensor) -> tuple[Tensor, float]:
-    """SPEC §11 graded grid for accuracy ``tol`` and its first step: h ≈ A√tol/λ_max(K_ntk) in the
-    gradient phase, growing by B√tol per unit log-time, capped at C√tol/γ in the diffusive phase.
-    Only the linear interpolation of the residual limits the accuracy (the kernel is integrated exactly)."""
-    h_first = GRID_FIRST * math.sqrt(tol) / model.max_ntk_eigenvalue(x_train)
-    return graded_for(t_end, h_first, model.prior.gamma, tol, tol, include), h_first
-
-
-# the expansion resolves lags down to this fraction of the grid's first step
-TAU_MIN_FRACTION = 0.1
-
-
-@dataclass(frozen=True)
-class Discretisation:
-    """What the mean predictor was computed on, for the fluctuations (SPEC §10) to reuse: the grid t
-    [n_grid] (float64, on the device) built for accuracy tol, the NDK expansion over (all points, training
-    points), the grid indices rec [n] of the recorded times and i0 of the freeze (0 without one), and the
-    expansion's lag range (t_span, tau_min)."""
-    t: Tensor
-    tol: float
-    ndk: Expansion
-    rec: Tensor
-    i0: int
-    t_span: float
-    tau_min: float
-    prior: Optional[Expansion] = None
-
-    @property
-    def h_first(self) -> float:
-        """The grid's first step (before merging the recorded times)."""
-        return self.tau_min / TAU_MIN_FRACTION
-
-
-def discretise(model: KernelModel, x_train: Tensor, x_all: Tensor, t_learn: Tensor, t0: Optional[float],
-               t_drift: Optional[Tensor], tol: float, with_prior: bool = False) -> Discretisation:
-    """SPEC §11 grid through the recorded times and t0, and the expansion of H over (x_all, x_train);
-    with ``with_prior`` also that of K_GP (expansion.py), fitted from the same kernel samples."""
-    device = x_train.device
-    include = torch.cat([t_learn, torch.tensor([t0 if t0 is not None else 0.0], dtype=torch.float64)])
-    t, h_first = grid_for(model, x_train, float(t_learn[-1]), tol, include)
-    t = t.to(device)
-    t_span = float(t_learn[-1]) + (float(t_drift.max()) if t0 is not None else 0.0)
-    tau_min = TAU_MIN_FRACTION * h_first
-    ex, *prior_ex = expand(model, x_all, x_train, t_span=t_span, tau_min=tau_min,
-                           parts=("ndk", "prior") if with_prior else ("ndk",))
-    rec = torch.searchsorted(t, t_learn.to(device))
-    i0 = int(torch.searchsorted(t, torch.tensor(float(t0 or 0.0), dtype=t.dtype, device=device)))
-    return Discretisation(t=t, tol=tol, ndk=ex, rec=rec, i0=i0, t_span=t_span, tau_min=tau_min,
-                          prior=prior_ex[0] if with_prior else None)
-
-
 def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation],
           prior: Prior, t_learn: Tensor, t0: Optional[float] = None, t_drift: Optional[Tensor] = None,
           tol: float = 1e-4, progress: bool = True, for_covariance: bool = False) -> TheoryResult:
@@ -128,7 +64,7 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     x_train: [P, N0], y_train: [P], x_test: [Q, N0]; t_learn: [n] recorded times (ascending, ≥ 0);
     t_drift: [m] times since the freeze. Computation in float64 on the device of x_train.
     for_covariance: also expand K_GP from the same kernel samples when σ0 ≠ σ (with σ0 = σ it follows from
-    the NDK's), so that fluctuations.predictor_covariance reusing the discretisation needs no second fit.
+    the NDK's), so that covariance.predictor_covariance reusing the discretisation needs no second fit.
     """
     x_train = check_inputs("x_train", x_train)
     x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])

@@ -11,18 +11,18 @@ from omegaconf import OmegaConf
 from scipy import integrate, stats
 
 from driftsim.config import DriftsimConfig, DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
-from driftsim.decode import decode_theory, network_accuracy
-from driftsim.expansion import expand
-from driftsim import fluctuations
-from driftsim.fluctuations import predictor_covariance
-from driftsim.kernels import KernelModel
-from driftsim.langevin import simulate
+from driftsim.analysis.decode import decode_theory, network_accuracy
+from driftsim.theory.expansion import expand
+from driftsim.theory import covariance, discretisation
+from driftsim.theory.covariance import predictor_covariance
+from driftsim.theory.kernels import KernelModel
+from driftsim.sim.simulate import simulate
 from driftsim.prior import Prior
-from driftsim.store import StoreError, read_run, write_run
+from driftsim.io.store import StoreError, read_run, write_run
 from driftsim.tasks import synthetic_task
-from driftsim.theory import solve
+from driftsim.theory.mean import solve
 from driftsim.times import record_times
-from driftsim.volterra import exponential_pair_weights
+from driftsim.theory.volterra import exponential_pair_weights
 
 torch.set_default_dtype(torch.float64)
 
@@ -325,11 +325,11 @@ def test_lag_route_neither_fast_rates_nor_coarse_grid_cost_accuracy(monkeypatch)
     x, xt, kw = stationary_problem()
     prior = Prior(0.05, 1.0, 1.0)
     base = predictor_covariance(x, xt, prior=prior, **kw)
-    monkeypatch.setattr(fluctuations, "_FAST", 0.0)
+    monkeypatch.setattr(covariance, "_FAST", 0.0)
     tracked = predictor_covariance(x, xt, prior=prior, **kw)
     monkeypatch.undo()
-    monkeypatch.setattr(fluctuations, "LAG_GROWTH_TOL", 1.0)
-    monkeypatch.setattr(fluctuations, "LAG_MAX_TOL", 1.0)
+    monkeypatch.setattr(discretisation, "LAG_GROWTH_TOL", 1.0)
+    monkeypatch.setattr(discretisation, "LAG_MAX_TOL", 1.0)
     fine = predictor_covariance(x, xt, prior=prior, **kw)
     for phase in ("learn", "drift"):
         for other, atol in ((tracked, 1e-10), (fine, 1e-5)):

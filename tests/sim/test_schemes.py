@@ -11,11 +11,14 @@ import torch
 
 from driftsim.activations import get_activation
 from driftsim.config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
-from driftsim.langevin import euler, langevin, mpl, mpl_readout_draw, Noise, prior_coefficients, prior_drift, simulate
-from driftsim.networks import Ensemble, init_ensemble
+from driftsim.sim.noise import Noise
+from driftsim.sim.schemes import euler, langevin, mpl, mpl_readout_draw, prior_coefficients, prior_drift
+from driftsim.sim.simulate import simulate
+from driftsim.sim.networks import Ensemble, init_ensemble
 from driftsim.prior import Prior
+from driftsim.theory import reference
 from driftsim.tasks import synthetic_task
-from driftsim.theory import solve
+from driftsim.theory.mean import solve
 from driftsim.times import record_times
 
 F64 = torch.float64
@@ -59,7 +62,7 @@ def test_ou_coefficients_are_the_exact_prior_transition():
     prior = Prior(0.3, 1.2, 0.7)
     theta, xi = torch.randn(5, dtype=F64, generator=_gen(0)), torch.randn(5, dtype=F64, generator=_gen(1))
     decay, std = prior_coefficients("ou", prior, 0.37)
-    torch.testing.assert_close(decay * theta + std * xi, prior.transition(theta, 0.37, xi))
+    torch.testing.assert_close(decay * theta + std * xi, reference.transition(prior, theta, 0.37, xi))
 
 
 @pytest.mark.parametrize("scheme", ["langevin", "euler"])

@@ -10,7 +10,7 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 from sklearn.utils.estimator_checks import check_estimator
 
-from driftsim.decode import (LinearDecoder, class_histograms, cv_accuracy, decode_sim, decode_theory, folds,
+from driftsim.analysis.decode import (LinearDecoder, class_histograms, cv_accuracy, decode_sim, decode_theory, folds,
                              population_accuracy)
 from driftsim.results import Equilibrium, SimPhase, SimResult, TheoryDrift, TheoryLearn, TheoryResult
 

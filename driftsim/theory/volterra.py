@@ -1,23 +1,17 @@
-"""Graded time grids and a trapezoid product-integration solver for matrix Volterra equations (SPEC §5.1, §11).
-
-The solver takes the kernel as a callable that returns K(t_i, t_j) for one row i and a block of
-columns j, so that no (n_times² × P²) array ever exists: memory is one block of a row.
+"""Graded time grids, exact exponential weights of linear interpolants (one and two variables), and the
+product-integration solver of matrix Volterra equations whose kernel is a sum of exponentials in the lag
+(SPEC §5.1, §11; README, numerical method). The trapezoid solver of SPEC §11 is ``reference.py``'s.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-__all__ = ["graded_grid", "trapezoid_weights", "weighted_sum", "solve_second_kind", "BLOCK_ENTRIES"]
-
-# Kernel entries evaluated at once: bounds memory (a few hundred MB with the recursion's temporaries).
-BLOCK_ENTRIES = 2_000_000
-
-RowKernel = Callable[[int, Tensor], Tensor]  # (i, js [b]) -> K(t_i, t_js) [b, p, P]
+__all__ = ["graded_grid", "exponential_weights", "exponential_pair_weights", "solve_separable"]
 
 
 def graded_grid(t_end: float, h_first: float, h_max: float, growth: float,
@@ -48,63 +42,6 @@ def graded_grid(t_end: float, h_first: float, h_max: float, growth: float,
         keep[1:] = torch.diff(grid) > 1e-12 * max(t_end, 1.0)
         grid = grid[keep]
     return grid
-
-
-def trapezoid_weights(t: Tensor, upto: int) -> Tensor:
-    """Weights w_j (j = 0..upto) of the trapezoid rule for ∫_0^{t_upto} on the grid t; [upto + 1]."""
-    w = torch.zeros(upto + 1, dtype=t.dtype, device=t.device)
-    if upto == 0:
-        return w
-    h = torch.diff(t[: upto + 1])
-    w[:-1] += h / 2
-    w[1:] += h / 2
-    return w
-
-
-def _blocks(n: int, per_item: int):
-    size = max(1, BLOCK_ENTRIES // max(per_item, 1))
-    for start in range(0, n, size):
-        yield start, min(start + size, n)
-
-
-def weighted_sum(kernel: Callable[[Tensor], Tensor], weights: Tensor, r: Tensor, per_item: int) -> Tensor:
-    """Σ_j weights[j] K_j r_j with K_j = kernel(js) [b, p, P] evaluated block by block.
-
-    weights: [m]; r: [m, P]; returns [p]. ``per_item`` = p·P entries per j, for the block size.
-    """
-    total = None
-    for a, b in _blocks(weights.shape[0], per_item):
-        js = torch.arange(a, b, device=weights.device)
-        k = kernel(js)
-        part = torch.einsum("bpq,bq->p", k, weights[a:b, None] * r[a:b])
-        total = part if total is None else total + part
-    return total
-
-
-def solve_second_kind(kernel: RowKernel, t: Tensor, y: Tensor, progress: bool = False,
-                      desc: str = "volterra") -> Tensor:
-    """SPEC §5.1, §11: solve f(t) = ∫_0^t K(t,s) (y − f(s)) ds on the grid t by implicit trapezoid
-    product integration, (I + w_ii K(t_i,t_i)) f_i = Σ_{j<i} w_ij K(t_i,t_j) r_j + w_ii K(t_i,t_i) y.
-
-    kernel(i, js) returns K(t_i, t_js) as [b, P, P]; t: [n + 1] with t[0] = 0; y: [P].
-    Returns f: [n + 1, P] (f[0] = 0). The implicit diagonal keeps large steps stable.
-    """
-    n1, p = t.shape[0], y.shape[0]
-    f = torch.zeros(n1, p, dtype=y.dtype, device=y.device)
-    r = torch.zeros_like(f)
-    r[0] = y
-    h = torch.diff(t)
-    w_hist = torch.zeros(n1, dtype=t.dtype, device=t.device)  # weights of past points, fixed once both neighbours exist
-    eye = torch.eye(p, dtype=y.dtype, device=y.device)
-    for i in tqdm(range(1, n1), desc=desc, disable=not progress, leave=False, mininterval=1.0):
-        w_hist[i - 1] += h[i - 1] / 2
-        hist = weighted_sum(lambda js: kernel(i, js), w_hist[:i], r[:i], p * p)
-        w_ii = float(h[i - 1]) / 2
-        k_ii = kernel(i, torch.tensor([i], device=t.device))[0]
-        f[i] = torch.linalg.solve(eye + w_ii * k_ii, hist + w_ii * (k_ii @ y))
-        r[i] = y - f[i]
-        w_hist[i] += h[i - 1] / 2  # completes when step i+1 adds its half
-    return f
 
 
 def exponential_weights(mu: Tensor, h: "float | Tensor") -> tuple[Tensor, Tensor, Tensor]:

@@ -1,6 +1,6 @@
-"""Figures of one driftsim run and the numbers the analyses read off them (issue 5; SPEC §5, §6, §9).
+"""Figures of one driftsim run (SPEC §5, §6, §9).
 
-Every figure function takes a :class:`driftsim.store.Run` (a file read by ``store.read_run``) and returns a
+Every figure function takes a :class:`driftsim.io.store.Run` (a file read by ``read_run``) and returns a
 matplotlib Figure; those drawing one panel accept ``ax`` (draw into an existing axes, e.g. to overlay
 several runs), ``label`` and ``color``. Times are in the units of SPEC §1.4 (Langevin time; the weights
 relax at rate γ = T/σ²), predictor values in label units (y = ±1). Time axes are logarithmic, so the
@@ -15,8 +15,7 @@ t = 0 entry of every recorded series is left out. Colours: seaborn's colour-blin
   Gaussian density per example overlaid (SPEC §10).
 - :func:`drift_accuracy`: decoding accuracy after the freeze with the decorrelated limit (§6.4, §9 finding 5).
 
-The measures (:func:`crossing_time`, :func:`phase_times`, :func:`overshoot`, :func:`best_stopping`,
-:func:`measures`) take plain arrays, so the tests of SPEC §9 apply them to ``theory.solve`` results directly.
+The numbers the figures mark come from ``measures.py``.
 """
 from __future__ import annotations
 
@@ -30,12 +29,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from . import store
+from ..io import store
+from .measures import measures, prediction_error, best_stopping, phase_times, crossing_time
 
 __all__ = ["PALETTE", "TIME_LABEL", "DRIFT_TIME_LABEL", "palette", "predictor_trajectories",
            "generalisation_error", "predictor_histograms", "drift_accuracy", "standard_figures", "save_figures",
-           "crossing_time", "phase_times", "overshoot", "best_stopping", "prediction_error", "measures", "summary",
-           "compute_runs", "figures_dir"]
+           "figures_dir"]
 
 PALETTE = "colorblind"
 TIME_LABEL = "time t  [Langevin time, SPEC §1.4]"
@@ -48,84 +47,7 @@ def palette(n: int) -> list:
     return sns.color_palette(PALETTE, n)
 
 
-# --------------------------------------------------------------------------------------------- measures
-
-def crossing_time(t: np.ndarray, d: np.ndarray, level: float, last: bool = False) -> float:
-    """First (or ``last``) time at which the series d(t) crosses ``level``, interpolated linearly in log t.
-
-    NaN when it never does. Used for the phase times of SPEC §9 findings 1–2.
-    """
-    t, d = np.asarray(t, dtype=float), np.asarray(d, dtype=float)
-    side = np.sign(d - level)
-    hits = np.nonzero(side[1:] != side[:-1])[0]
-    if len(hits) == 0:
-        return float("nan")
-    i = hits[-1] if last else hits[0]
-    w = (level - d[i]) / (d[i + 1] - d[i])
-    lo = np.log(t[i]) if t[i] > 0 else np.log(t[i + 1]) - 1.0  # t = 0: one e-fold before the next time
-    return float(np.exp(lo + w * (np.log(t[i + 1]) - lo)))
-
-
-def phase_times(t: np.ndarray, f: np.ndarray, f_ntk: float, f_nngp: float,
-                fraction: float = 0.9) -> tuple[float, float]:
-    """Time scales of one predictor trajectory f(t) (a test point, SPEC §5.2–5.3).
-
-    Gradient phase: first time f reaches ``fraction`` of the NTK equilibrium. Diffusive phase: the time
-    at which f has covered half of the NTK → NNGP gap for good, the last time |f − f_nngp| crosses
-    |f_ntk − f_nngp| / 2 (the rise from 0 may cross that level too, earlier).
-    """
-    t_grad = crossing_time(t, np.asarray(f) / f_ntk, fraction)
-    t_diff = crossing_time(t, (np.asarray(f) - f_nngp) / (f_ntk - f_nngp), 0.5, last=True)
-    return t_grad, t_diff
-
-
-def overshoot(f: np.ndarray, f_nngp: float) -> float:
-    """How far the trajectory f(t), starting at 0, goes past its NNGP equilibrium, relative to |f_nngp|
-    (SPEC §9 finding 3); 0 for a monotonic approach from the side of 0."""
-    return float(max(0.0, np.max(np.sign(f_nngp) * (np.asarray(f) - f_nngp)) / abs(f_nngp)))
-
-
-def best_stopping(t: np.ndarray, err: np.ndarray) -> tuple[float, float]:
-    """(t*, err(t*)): the recorded time of least error, the best early-stopping point."""
-    i = int(np.argmin(err))
-    return float(t[i]), float(err[i])
-
-
-def prediction_error(f: np.ndarray, y: np.ndarray, metric: str = "mse") -> np.ndarray:
-    """Error of predictors f [n, Q] against labels y [Q] per time: mean squared error or 0–1 error."""
-    f, y = np.asarray(f), np.asarray(y)
-    if metric == "mse":
-        return ((f - y) ** 2).mean(axis=-1)
-    if metric == "01":
-        return (np.sign(f) != y).mean(axis=-1)
-    raise ValueError(f"metric={metric!r} is not allowed: 'mse' or '01'")
-
-
-def measures(t: np.ndarray, f_test: np.ndarray, f_train: np.ndarray, y_test: np.ndarray, y_train: np.ndarray,
-             f_ntk: float, f_nngp: float, point: int = 0) -> dict:
-    """The SPEC §9 numbers of one theory trajectory (t [n], f_test [n, Q], f_train [n, P]) for test point
-    ``point`` with NTK and NNGP equilibria f_ntk, f_nngp: phase times, overshoot, best early-stopping time
-    t_best and its test MSE (all test points) against the equilibrium's, the training MSE at t_best."""
-    f = np.asarray(f_test)[:, point]
-    err = prediction_error(f_test, y_test)
-    t_best, err_best = best_stopping(t, err)
-    t_grad, t_diff = phase_times(t, f, f_ntk, f_nngp)
-    train_err = prediction_error(f_train, y_train)
-    return {"t_grad": t_grad, "t_diff": t_diff, "f_ntk": f_ntk, "f_nngp": f_nngp, "overshoot": overshoot(f, f_nngp),
-            "t_best": t_best, "err_best": err_best, "err_end": float(err[-1]),
-            "train_err_best": float(train_err[int(np.argmin(err))])}
-
-
-def summary(run: store.Run, point: int = 0) -> dict:
-    """:func:`measures` of a theory run (the synthetic task has one test point), after its config keys
-    (dotted, as in ``store.collect``)."""
-    return {**store.flat_config(run.config), **measures(
-        run["/theory/learn/t"], run["/theory/learn/f_test"], run["/theory/learn/f_train"], run["/task/y_test"],
-        run["/task/y_train"], float(run["/theory/ntk/f_test"][point]), float(run["/theory/nngp/f_test"][point]),
-        point)}
-
-
-# ---------------------------------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------------------------------- figures
 
 def _axes(ax, figsize=(6.4, 4.2)):
     if ax is not None:
@@ -359,24 +281,3 @@ def figures_dir(default: Union[str, os.PathLike] = "figures") -> Path:
     folder = Path(os.environ.get("DRIFTSIM_FIGURES", default))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]) -> dict[str, store.Run]:
-    """Compute runs in this process, as ``driftsim <overrides>`` would, one per job {name: overrides}, into
-    ``folder/<name>.h5``, and read them back. A complete file of the same config is reused (as the app
-    does), so re-running a notebook costs nothing."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
-    from . import app  # registers the config schemas and resolvers
-
-    runs = {}
-    with initialize_config_module("driftsim.conf", version_base="1.3"):
-        for name, overrides in jobs.items():
-            out = Path(folder) / f"{name}.h5"
-            cfg = compose("config", overrides=[*overrides, f"out='{out}'"])  # quoted: names hold "="
-            config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-            if not out.exists() or app.existing_run_differs(out, config_yaml) is not None:
-                app.run(OmegaConf.to_object(cfg), config_yaml, out)
-            runs[name] = store.read_run(out)
-    return runs

@@ -14,8 +14,8 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from .activations import Activation, get_activation
-from .prior import Prior
+from ..activations import Activation, get_activation
+from ..prior import Prior
 
 __all__ = ["KernelModel", "TwoTime", "check_inputs"]
 
@@ -95,11 +95,6 @@ class KernelModel:
         qb = self.variances(self.prior.var(s), (xb * xb).sum(1) / n0)
         return self._propagate(self.prior.cov(t, s), qa, qb, dot)
 
-    def ndk(self, t: Tensor, s: Tensor, xa: Tensor, xb: Tensor) -> Tensor:
-        """SPEC §3.2 NDK for t ≥ s: K_d = e^(−γ(t−s)) [K_L + C(t,s) K'_L G_L]; t, s: [B] → [B, p, q]."""
-        tt = self.two_time(t, s, xa, xb)
-        return self.ndk_from(t, s, tt)
-
     def ndk_from(self, t: Tensor, s: Tensor, tt: TwoTime) -> Tensor:
         """SPEC §3.2 NDK assembled from already computed two-time kernels."""
         c = self.prior.cov(t, s)[:, None, None]
@@ -134,22 +129,6 @@ class KernelModel:
         """SPEC §6.4 m_t(x) = E[φ(h_L(x,t))], Var h_L = Q_L(t,t,x,x); c_tt: [B], x: [p, N0] → [B, p]."""
         q_last = self.variances(c_tt, (x * x).sum(1) / x.shape[1])[-1]
         return self.activation.mean(q_last)
-
-    def mean_kernel(self, xa: Tensor, xb: Tensor) -> Tensor:
-        """SPEC §6.4 decorrelated mean kernel K̄(x,x') = E[φ(h_L(x))] E[φ(h_L(x'))] at equilibrium; [p, q]."""
-        s2 = torch.full((1,), self.prior.sigma ** 2, dtype=xa.dtype, device=xa.device)
-        return self.last_layer_mean(s2, xa)[0][:, None] * self.last_layer_mean(s2, xb)[0][None, :]
-
-    def frozen(self, t: Tensor, s: Tensor, t0: float, xa: Tensor, xb: Tensor) -> Tensor:
-        """SPEC §6.2 frozen-readout kernel for s ≤ t0 ≤ t:
-        e^(−γ(t0−s)) K_L(t,s) + e^(−γ(t−s)) C(t0,s) K'_L(t,s) G_L(t,s); t, s: [B] → [B, p, q].
-        """
-        tt = self.two_time(t, s, xa, xb)
-        g = self.prior.gamma
-        t0_ = torch.full_like(s, t0)
-        w_k = torch.exp(-g * (t0 - s))[:, None, None]
-        w_g = (torch.exp(-g * (t - s)) * self.prior.cov(t0_, s))[:, None, None]
-        return w_k * tt.k + w_g * tt.kp * tt.g
 
     def max_ntk_eigenvalue(self, x: Tensor) -> float:
         """λ_max(K_ntk) on x: sets the time scale of the gradient phase (SPEC §5.2, §11)."""

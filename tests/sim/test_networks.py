@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from driftsim.activations import get_activation
-from driftsim.networks import Ensemble, init_ensemble, resolve_device, resolve_dtype
+from driftsim.sim.networks import Ensemble, init_ensemble, resolve_device, resolve_dtype
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -16,9 +16,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from driftsim import store
+from driftsim.analysis import sweeps
+from driftsim.io import store
 from driftsim.config import DriftsimConfig
-from driftsim.decode import decode_sim, decode_theory
+from driftsim.analysis.decode import decode_sim, decode_theory
 from driftsim.results import Equilibrium, SimPhase, SimResult, TheoryDrift, TheoryLearn, TheoryResult
 
 P, Q, N0, E, U = 6, 3, 8, 5, 4
@@ -149,7 +150,7 @@ _SLOW_WRITER = textwrap.dedent("""
     import sys, time, h5py
     sys.path.insert(0, {tests!r})
     from test_store import fake_run
-    from driftsim import store
+    from driftsim.io import store
     original = store._put
     def slow_put(*args, **kwargs):  # a write that takes long enough to be killed in the middle
         time.sleep(0.05)
@@ -187,7 +188,7 @@ def test_collect_one_row_per_run_source_phase_and_time(tmp_path):
         run = fake_run("both", seed=i)
         run["config"] = _config("both", 5.0, T=T)
         store.write_run(tmp_path / f"job{i}" / "driftsim.h5", **run)
-    table = store.collect(tmp_path)
+    table = sweeps.collect(tmp_path)
     n = len(TIMES)
     # per run: theory learn + drift, ntk learn, sim learn + drift
     assert len(table) == 2 * 5 * n
@@ -204,7 +205,7 @@ def test_collect_one_row_per_run_source_phase_and_time(tmp_path):
     assert row.test_margin == pytest.approx(np.mean(f * back["/task/y_test"]))
     assert row.test_mse == pytest.approx(np.mean((f - back["/task/y_test"]) ** 2))
 
-    points = store.collect(tmp_path, keys=["task.name"], points=True)
+    points = sweeps.collect(tmp_path, keys=["task.name"], points=True)
     assert len(points) == 2 * 5 * n * (P + Q) and set(points["task.name"]) == {None}
     sim = points[(points.source == "sim") & (points.split == "train")]
     assert (sim.f_sd > 0).all()
@@ -214,7 +215,7 @@ def test_collect_refuses_foreign_files(tmp_path):
     with h5py.File(tmp_path / "other.h5", "w") as h5:
         h5["x"] = 1
     with pytest.raises(store.StoreError, match="other.h5"):
-        store.collect(tmp_path)
+        sweeps.collect(tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no driftsim run files"):
-        store.collect(tmp_path / "empty")
+        sweeps.collect(tmp_path / "empty")

@@ -13,7 +13,8 @@ import pytest
 from matplotlib.collections import PolyCollection
 from scipy.optimize import brentq
 
-from driftsim import plots, store
+from driftsim.analysis import measures, plots
+from driftsim.io import store
 from driftsim.plot_cli import main as plot_main
 
 
@@ -54,13 +55,13 @@ def test_error_marks_best_stopping(run):
     fig = plots.generalisation_error(run)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and "MSE" in ax.get_ylabel()
-    err = plots.prediction_error(run["/theory/learn/f_test"], run["/task/y_test"])
+    err = measures.prediction_error(run["/theory/learn/f_test"], run["/task/y_test"])
     t = run["/theory/learn/t"]
     i = int(np.argmin(np.where(t > 0, err, np.inf)))
     star = [line for line in ax.get_lines() if line.get_marker() == "*"]
     assert len(star) == 1 and star[0].get_xdata()[0] == t[i] and star[0].get_ydata()[0] == err[i]
     assert any("best stopping" in s for s in legend_texts(ax))
-    summary = plots.summary(run)
+    summary = measures.summary(run)
     assert summary["t_best"] == t[i] and summary["dynamics.T"] == run.config["dynamics"]["T"]
     plt.close(fig)
 
@@ -111,15 +112,15 @@ def test_cli_writes_pngs(run_file, tmp_path, capsys):
 def test_measures_on_known_curves():
     t = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 400)])
     f = 1 - np.exp(-t)
-    assert plots.crossing_time(t, f, 1 - np.exp(-1)) == pytest.approx(1.0, rel=1e-3)
-    assert np.isnan(plots.crossing_time(t, f, 2.0))
+    assert measures.crossing_time(t, f, 1 - np.exp(-1)) == pytest.approx(1.0, rel=1e-3)
+    assert np.isnan(measures.crossing_time(t, f, 2.0))
     # rise to 1 at rate 1, then relax to 0.8 at rate 1e-2: 0.9 of the NTK value, then half the gap at ln 2 / 1e-2
     def g_of(s):
         return 0.8 + 0.2 * np.exp(-1e-2 * s) - np.exp(-s)
     g = g_of(t)
-    t_grad, t_diff = plots.phase_times(t, g, 1.0, 0.8)
+    t_grad, t_diff = measures.phase_times(t, g, 1.0, 0.8)
     assert t_grad == pytest.approx(brentq(lambda s: g_of(s) - 0.9, 1e-3, 10), rel=1e-3)
     assert t_diff == pytest.approx(np.log(2) / 1e-2, rel=1e-3)
-    assert plots.overshoot(g, 0.8) == pytest.approx((g.max() - 0.8) / 0.8)
-    assert plots.overshoot(f, 1.0) == 0.0
-    assert plots.best_stopping(t, (g - 1) ** 2)[0] == pytest.approx(t[np.argmax(g)])
+    assert measures.overshoot(g, 0.8) == pytest.approx((g.max() - 0.8) / 0.8)
+    assert measures.overshoot(f, 1.0) == 0.0
+    assert measures.best_stopping(t, (g - 1) ** 2)[0] == pytest.approx(t[np.argmax(g)])

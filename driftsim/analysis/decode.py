@@ -1,5 +1,5 @@
 """How much task information the predictor and the hidden representation keep over time (DESIGN.md
-``decode.py``; SPEC §6 drift with a frozen readout, §9 finding 5).
+``analysis/decode.py``; SPEC §6 drift with a frozen readout, §9 finding 5).
 
 Per recorded time of a phase, on the P training examples:
 

@@ -23,7 +23,7 @@ the upper limit grows. ρ is linear between grid points and every integral again
 exact (volterra.exponential_pair_weights), so the rough paths of f0 cost no accuracy and the lag grid
 can grow faster than the mean's (lag_grid): only the fast start limits it.
 
-σ0 ≠ σ (_sweep). Discretisation of the mean (theory.solve): the same grid and exact exponential
+σ0 ≠ σ (_sweep). Discretisation of the mean (mean.solve): the same grid and exact exponential
 product-integration weights, so that the discrete δf_X = (I + 𝒦)⁻¹ f0_X with 𝒦 block-lower-triangular,
 and ψ = −g (I + 𝒦)⁻¹ is found by one backward sweep, all targets at once: the running sums
 Y_k(j) = Σ_{i≥j} ψ(i) e^(−μ_k(t_i−t_j)) carry the separable history, exactly as z_km does forward in
@@ -50,12 +50,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .activations import Activation
+from ..activations import Activation
+from ..prior import Prior
+from ..times import check_times
+from .discretisation import Discretisation, discretise, lag_grid
 from .expansion import Expansion, expand
 from .kernels import KernelModel, check_inputs
-from .prior import Prior
-from .theory import Discretisation, check_tol, discretise, graded_for
-from .times import check_times
+from .mean import check_tol
 from .volterra import exponential_pair_weights, exponential_weights
 
 __all__ = ["PhaseCovariance", "predictor_covariance"]
@@ -219,19 +220,6 @@ def _drift_basis(lam: Tensor, rel: float) -> tuple[Tensor, Tensor]:
     return u[:, :k], sv[:k, None] * vh[:k]
 
 
-# the lag grid's growth and largest step are those of theory.grid_for at these multiples of tol: the rows
-# are integrated exactly against the prior, so only the fast start limits the accuracy (fluctuations test)
-LAG_GROWTH_TOL, LAG_MAX_TOL = 3.0, 100.0
-
-
-def lag_grid(disc: Discretisation, gamma: float, include: Tensor) -> Tensor:
-    """Grid of lags for _lag_sweep: the first step of the mean's grid (accuracy disc.tol), then growth and
-    cap of theory.grid_for at LAG_GROWTH_TOL·tol and LAG_MAX_TOL·tol, through the recorded times and t0
-    (include). float64 [n]."""
-    return graded_for(float(disc.t[-1]), disc.h_first, gamma, LAG_GROWTH_TOL * disc.tol, LAG_MAX_TOL * disc.tol,
-                      include.cpu()).to(disc.t.device)
-
-
 def _lag_sweep(c_xx: Tensor, c_t: Tensor, mu: Tensor, T: float, u: Tensor, scales: Tensor,
                reads: list[tuple[slice, list[int]]], progress: bool) -> list[Tensor]:
     """σ0 = σ: the rows of the module docstring in lag, all forward from u = 0 on the lag grid u [n1].
@@ -251,7 +239,7 @@ def _lag_sweep(c_xx: Tensor, c_t: Tensor, mu: Tensor, T: float, u: Tensor, scale
     wanted over those rows. Returns, per read, [len(indices), len(rows), len(rows)].
     Rates whose decay underflows over this step and the last enter only through ρ at the step's ends
     (their memory across a grid point, a share 1/(2μh) < 2 % of their own within-step part, is dropped:
-    it changes the covariance by 4e-13 on issue 2's problem, 2e-11 on the tests'). Cost per step
+    it changes the covariance by 4e-13 on the benchmark problem of benchmarks/bench_covariance.py, 2e-11 on the tests'). Cost per step
     O(R k_slow P² + R² P) for R = B·r rows."""
     kk, p = c_xx.shape[:2]
     n_b, r = scales.shape[0], c_t.shape[1]
@@ -325,7 +313,7 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
                          progress: bool = False) -> dict[str, PhaseCovariance]:
     """SPEC §10: covariance of the predictor over the ensemble, {"learn": ..., "drift": ...} (drift with t0).
 
-    x_train [P, N0], x_test [Q, N0]; t_learn [n], t_drift [m] as for theory.solve (same grid for the same
+    x_train [P, N0], x_test [Q, N0]; t_learn [n], t_drift [m] as for mean.solve (same grid for the same
     tol; tol also sets the truncation of the drift basis). points / test_points: indices of the training /
     test points to include (None: all); the cost grows linearly with their number. discretisation:
     ``TheoryResult.discretisation`` of the mean solution of the same arguments, reused instead of
@@ -376,7 +364,7 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
         accs = _lag_sweep(c[:, :p], c[:, pts], (disc.ndk.alpha + 1) * gamma, prior.T, lags, scales, reads,
                           progress)
     else:
-        # the prior's expansion, if the mean solution did not fit it already (theory.solve's for_covariance)
+        # the prior's expansion, if the mean solution did not fit it already (mean.solve's for_covariance)
         prior_ex = disc.prior or expand(model, x_rows, x_train, t_span=disc.t_span, tau_min=disc.tau_min,
                                         parts=("prior",))[0]
         groups = [_Group(anchors=disc.rec, pts=pts, scales=torch.ones(n, r, kk, dtype=torch.float64, device=dev))]

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .activations import Activation, get_activation
+from ..activations import Activation, get_activation
 
 __all__ = ["Ensemble", "Forward", "init_ensemble", "resolve_device", "resolve_dtype"]
 
