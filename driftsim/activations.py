@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .validation import require
+
 __all__ = ["Activation", "get_activation", "ACTIVATIONS", "QUADRATURE_NODES"]
 
 QUADRATURE_NODES = 64
@@ -151,7 +153,6 @@ def get_activation(name: "str | Activation") -> Activation:
     """The activation called ``name`` (or ``name`` itself if it already is an Activation)."""
     if isinstance(name, Activation):
         return name
-    if name not in ACTIVATIONS:
-        raise ValueError(f"model.activation={name!r} is not known; allowed: {sorted(ACTIVATIONS)} "
-                         "(or pass Activation.custom(name, phi, dphi))")
+    require(name in ACTIVATIONS, "model.activation", name,
+            f"one of {sorted(ACTIVATIONS)} (or pass Activation.custom(name, phi, dphi))")
     return ACTIVATIONS[name]

@@ -13,12 +13,13 @@ Every job writes its own file atomically, so a failing job of a sweep loses no o
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import sys
 import time
 from pathlib import Path
-import os
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -39,7 +40,7 @@ from .theory.covariance import predictor_covariance
 from .theory.mean import solve
 from .times import record_times
 
-__all__ = ["main", "run", "output_path", "existing_run_differs"]
+__all__ = ["main", "run", "output_path", "existing_run_differs", "task_arguments"]
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -67,6 +68,20 @@ def existing_run_differs(out: Path, config_yaml: str) -> Optional[str]:
     return f"it holds a run of another config (differs in {differ})" if differ else None
 
 
+def task_arguments(task_conf: Any) -> dict[str, Any]:
+    """The keyword arguments of ``tasks.make_task`` for a ``task`` config (a task dataclass of config.py), with
+    ``task.root`` resolved against the directory the command was started in (a Hydra job may change it)."""
+    args = dataclasses.asdict(task_conf)
+    if args.get("root") is not None:
+        args["root"] = to_absolute_path(os.path.expanduser(args["root"]))
+    return args
+
+
+def _prior(conf: DriftsimConfig) -> Prior:
+    dyn = conf.dynamics
+    return Prior(dyn.T, dyn.sigma, dyn.sigma0)
+
+
 def _spread(n: int, k: int) -> list[int]:
     """min(n, k) indices evenly spread over range(n) (both classes of a task sorted by class)."""
     return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(n, k))})
@@ -74,9 +89,9 @@ def _spread(n: int, k: int) -> list[int]:
 
 def _add_covariance(theory, task, conf: DriftsimConfig, dev, t_learn, t_drift, progress: bool) -> None:
     """SPEC §10 covariance of theory.covariance_points training and test points, into ``theory``'s phases."""
-    dyn, k = conf.dynamics, conf.theory.covariance_points
+    k = conf.theory.covariance_points
     cov = predictor_covariance(task.x_train.to(dev), task.x_test.to(dev), depth=conf.model.depth,
-                               activation=conf.model.activation, prior=Prior(dyn.T, dyn.sigma, dyn.sigma0),
+                               activation=conf.model.activation, prior=_prior(conf),
                                t_learn=t_learn, t0=conf.protocol.t0, t_drift=t_drift, tol=conf.theory.tol,
                                points=_spread(task.x_train.shape[0], k), test_points=_spread(task.x_test.shape[0], k),
                                discretisation=theory.discretisation, progress=progress)
@@ -87,7 +102,7 @@ def _add_covariance(theory, task, conf: DriftsimConfig, dev, t_learn, t_drift, p
 
 def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = False) -> Path:
     """Compute one run of a validated config and write it to ``out``; returns the path."""
-    task = make_task(conf.task, conf.seed)
+    task = make_task(**task_arguments(conf.task), seed=conf.seed)
     log.info("task %s: P=%d training, Q=%d test points, N0=%d (%s)", task.name, task.x_train.shape[0],
              task.x_test.shape[0], task.x_train.shape[1], task.source)
     dyn = conf.dynamics
@@ -101,7 +116,7 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
         start = time.perf_counter()
         dev = resolve_device(conf.device)  # the theory computes where its inputs are
         theory = solve(task.x_train.to(dev), task.y_train.to(dev), task.x_test.to(dev), depth=conf.model.depth,
-                       activation=conf.model.activation, prior=Prior(dyn.T, dyn.sigma, dyn.sigma0),
+                       activation=conf.model.activation, prior=_prior(conf),
                        t_learn=t_learn, t0=conf.protocol.t0, t_drift=t_drift, tol=conf.theory.tol,
                        progress=progress, for_covariance=conf.theory.covariance)
         log.info("theory: %d grid times, %.1f s", theory.grid_size, time.perf_counter() - start)
@@ -113,7 +128,12 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
             theory, y, resolution=conf.theory.tol, **decode_args).items()})
     if conf.mode in ("sim", "both"):
         start = time.perf_counter()
-        sim = simulate(task, conf.model, dyn, conf.protocol, conf.sim, t_learn, t_drift, conf.seed,
+        model, protocol, s = conf.model, conf.protocol, conf.sim
+        sim = simulate(task.x_train, task.y_train, task.x_test, depth=model.depth, activation=model.activation,
+                       width=model.width, prior=_prior(conf), t_learn=t_learn, t0=protocol.t0, t_drift=t_drift,
+                       freeze=protocol.freeze, scheme=dyn.scheme, dt=dyn.dt, lam=dyn.lam,
+                       mpl_inner_steps=dyn.mpl_inner_steps, ensemble=s.ensemble, dtype=s.dtype,
+                       antithetic=s.antithetic, activity_units=s.activity_units, seed=conf.seed,
                        device=conf.device, progress=progress)
         log.info("simulation: %d networks, %.1f s", conf.sim.ensemble, time.perf_counter() - start)
         decoding.update({("sim", p): d for p, d in decode_sim(

@@ -5,12 +5,19 @@ Hydra/OmegaConf reject unknown keys and wrong types; ``__post_init__`` checks th
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
+
+from .activations import get_activation
+from .sim.networks import SIM_DTYPES
+from .sim.schemes import SCHEMES
+from .sim.simulate import FREEZES
+from .tasks import IMAGE_SETS, NORMALIZATIONS
+from .validation import (check_activity_units, check_depth, check_ensemble, check_image_pair_task,
+                         check_synthetic_task, check_t0, check_tol, choice, integer, positive, require)
 
 __all__ = ["SyntheticTaskConfig", "ImagePairTaskConfig", "ModelConfig", "DynamicsConfig", "ProtocolConfig",
            "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "DriftsimConfig", "register_configs",
@@ -33,21 +40,6 @@ def _end_of_learning(T: float, sigma: float, t_max: Optional[float]) -> float:
     return float(t_max) if t_max is not None else equilibrium_time(float(T), float(sigma))
 
 
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"{key}={value!r} is not allowed: {allowed}")
-
-
-def _positive(key: str, value: Optional[float], allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    _require(value is not None and math.isfinite(value) and value > 0, key, value, "a positive finite number")
-
-
-def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
-    _require(value in options, key, value, f"one of {list(options)}")
-
-
 @dataclass
 class SyntheticTaskConfig:
     """SPEC §7 synthetic task: P orthonormal inputs, labels +1,−1,..., one test point of chosen overlap."""
@@ -57,10 +49,7 @@ class SyntheticTaskConfig:
     input_dim: Optional[int] = None  # N0; unset: P + 1
 
     def __post_init__(self):
-        _require(self.n_train >= 2 and self.n_train % 2 == 0, "task.n_train", self.n_train, "an even integer >= 2")
-        _require(-1.0 <= self.overlap <= 1.0, "task.overlap", self.overlap, "a number in [-1, 1]")
-        _require(self.input_dim is None or self.input_dim >= self.n_train + 1, "task.input_dim", self.input_dim,
-                 "unset or an integer >= task.n_train + 1")
+        check_synthetic_task(self.n_train, self.overlap, self.input_dim)
 
 
 @dataclass
@@ -74,13 +63,9 @@ class ImagePairTaskConfig:
     normalize: str = "global"
 
     def __post_init__(self):
-        _choice("task.name", self.name, ("mnist", "digits", "cifar10"))
-        _require(len(self.classes) == 2 and self.classes[0] != self.classes[1], "task.classes", self.classes,
-                 "two different class labels, e.g. [0,1]")
-        _require(self.n_per_class >= 1, "task.n_per_class", self.n_per_class, "an integer >= 1")
-        _require(self.n_test >= 0 and self.n_test % 2 == 0, "task.n_test", self.n_test,
-                 "an even integer >= 0 (half per class)")
-        _choice("task.normalize", self.normalize, ("global", "per_example", "none"))
+        choice("task.name", self.name, IMAGE_SETS)
+        check_image_pair_task(self.classes, self.n_per_class, self.n_test)
+        choice("task.normalize", self.normalize, NORMALIZATIONS)
 
 
 @dataclass
@@ -90,10 +75,9 @@ class ModelConfig:
     width: int = 512
 
     def __post_init__(self):
-        from .activations import ACTIVATIONS
-        _require(self.depth >= 1, "model.depth", self.depth, "an integer >= 1")
-        _choice("model.activation", self.activation, tuple(sorted(ACTIVATIONS)))
-        _require(self.width >= 1, "model.width", self.width, "an integer >= 1")
+        check_depth(self.depth)
+        get_activation(self.activation)
+        integer("model.width", self.width, 1)
 
 
 @dataclass
@@ -109,10 +93,10 @@ class DynamicsConfig:
 
     def __post_init__(self):
         for key in ("T", "sigma", "sigma0", "dt", "lam"):
-            _positive(f"dynamics.{key}", getattr(self, key))
-        _require(self.mpl_inner_steps >= 0, "dynamics.mpl_inner_steps", self.mpl_inner_steps, "an integer >= 0")
-        _positive("dynamics.t_max", self.t_max, allow_none=True)
-        _choice("dynamics.scheme", self.scheme, ("langevin", "euler", "mpl"))
+            positive(f"dynamics.{key}", getattr(self, key))
+        integer("dynamics.mpl_inner_steps", self.mpl_inner_steps, 0)
+        positive("dynamics.t_max", self.t_max, optional=True)
+        choice("dynamics.scheme", self.scheme, SCHEMES)
 
     @property
     def gamma(self) -> float:
@@ -130,10 +114,9 @@ class ProtocolConfig:
     freeze: str = "readout"  # readout (SPEC §6) or none (control: every weight drifts)
 
     def __post_init__(self):
-        _require(self.t0 is None or (math.isfinite(self.t0) and self.t0 >= 0), "protocol.t0", self.t0,
-                 "unset (no drift phase) or a time >= 0 within the learning run")
-        _positive("protocol.t_drift", self.t_drift, allow_none=True)
-        _choice("protocol.freeze", self.freeze, ("readout", "none"))
+        check_t0(self.t0)
+        positive("protocol.t_drift", self.t_drift, optional=True)
+        choice("protocol.freeze", self.freeze, FREEZES)
 
 
 @dataclass
@@ -144,11 +127,8 @@ class SimConfig:
     activity_units: int = 0  # hidden units of the last layer snapshotted per network (0: none)
 
     def __post_init__(self):
-        _require(self.ensemble >= 1, "sim.ensemble", self.ensemble, "an integer >= 1")
-        _choice("sim.dtype", self.dtype, ("float32", "float64"))
-        _require(not self.antithetic or self.ensemble % 2 == 0, "sim.ensemble", self.ensemble,
-                 "an even number when sim.antithetic=true")
-        _require(self.activity_units >= 0, "sim.activity_units", self.activity_units, "an integer >= 0")
+        check_ensemble(self.ensemble, self.antithetic)
+        choice("sim.dtype", self.dtype, SIM_DTYPES)
 
 
 @dataclass
@@ -157,8 +137,8 @@ class RecordConfig:
     hist_bins: int = 40
 
     def __post_init__(self):
-        _require(self.n_times >= 2, "record.n_times", self.n_times, "an integer >= 2")
-        _require(self.hist_bins >= 2, "record.hist_bins", self.hist_bins, "an integer >= 2")
+        integer("record.n_times", self.n_times, 2)
+        integer("record.hist_bins", self.hist_bins, 2)
 
 
 @dataclass
@@ -172,8 +152,8 @@ class TheoryConfig:
     covariance_points: int = 8
 
     def __post_init__(self):
-        _require(0 < self.tol < 1, "theory.tol", self.tol, "a number in (0, 1)")
-        _require(self.covariance_points >= 1, "theory.covariance_points", self.covariance_points, "an integer >= 1")
+        check_tol(self.tol)
+        integer("theory.covariance_points", self.covariance_points, 1)
 
 
 @dataclass
@@ -182,9 +162,8 @@ class DecodeConfig:
     population_networks: int = 8  # simulated networks whose hidden activity is decoded (cost grows with it)
 
     def __post_init__(self):
-        _require(self.cv_folds >= 2, "decode.cv_folds", self.cv_folds, "an integer >= 2")
-        _require(self.population_networks >= 1, "decode.population_networks", self.population_networks,
-                 "an integer >= 1")
+        integer("decode.cv_folds", self.cv_folds, 2)
+        integer("decode.population_networks", self.population_networks, 1)
 
 
 @dataclass
@@ -205,13 +184,12 @@ class DriftsimConfig:
     overwrite: bool = False  # false: a complete file of the same config is kept (a rerun sweep skips it)
 
     def __post_init__(self):
-        _choice("mode", self.mode, ("theory", "sim", "both"))
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
-        _require(self.protocol.freeze == "readout" or self.mode == "sim", "protocol.freeze", self.protocol.freeze,
-                 "'readout' unless mode=sim (the theory covers the frozen readout only)")
-        t0 = self.protocol.t0
-        _require(t0 is None or t0 <= self.dynamics.t_end, "protocol.t0", t0,
-                 f"a time within the learning run [0, dynamics.t_max={self.dynamics.t_end:g}]")
+        choice("mode", self.mode, ("theory", "sim", "both"))
+        choice("device", self.device, ("auto", "cpu", "cuda"))
+        require(self.protocol.freeze == "readout" or self.mode == "sim", "protocol.freeze", self.protocol.freeze,
+                "'readout' unless mode=sim (the theory covers the frozen readout only)")
+        check_t0(self.protocol.t0, self.dynamics.t_end)
+        check_activity_units(self.sim.activity_units, self.model.width)
 
     @property
     def t_drift(self) -> Optional[float]:

@@ -7,18 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Prior", "check_positive"]
+from .validation import positive
 
-
-def check_positive(name: str, value: float) -> float:
-    """Return float(value) or raise a ValueError naming the parameter, its value and what is allowed."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} must be a positive finite number") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name}={value!r} must be a positive finite number (> 0)")
-    return v
+__all__ = ["Prior"]
 
 
 @dataclass(frozen=True)
@@ -34,9 +25,8 @@ class Prior:
     sigma0: float
 
     def __post_init__(self):
-        object.__setattr__(self, "T", check_positive("dynamics.T", self.T))
-        object.__setattr__(self, "sigma", check_positive("dynamics.sigma", self.sigma))
-        object.__setattr__(self, "sigma0", check_positive("dynamics.sigma0", self.sigma0))
+        for key in ("T", "sigma", "sigma0"):
+            object.__setattr__(self, key, positive(f"dynamics.{key}", getattr(self, key)))
 
     @property
     def gamma(self) -> float:

@@ -10,20 +10,24 @@ import gzip
 import math
 import pickle
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
-from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
 
-from .config import ImagePairTaskConfig, SyntheticTaskConfig
+from .validation import check_image_pair_task, check_synthetic_task, choice
 
-__all__ = ["Task", "ImageSet", "make_task", "synthetic_task", "load_mnist", "load_cifar10", "load_digits"]
+__all__ = ["Task", "ImageSet", "make_task", "synthetic_task", "image_pair_task", "load_mnist", "load_cifar10",
+           "load_digits", "TASKS", "IMAGE_SETS", "NORMALIZATIONS"]
 
-TaskConfig = Union[SyntheticTaskConfig, ImagePairTaskConfig]
+IMAGE_SETS = ("mnist", "digits", "cifar10")
+TASKS = ("synthetic", *IMAGE_SETS)  # task=... of the command line
+NORMALIZATIONS = ("global", "per_example", "none")  # task.normalize, SPEC §7
+# the keys of each kind of task (task.*), beyond its name
+_SYNTHETIC_KEYS = ("n_train", "overlap", "input_dim")
+_IMAGE_PAIR_KEYS = ("classes", "n_per_class", "n_test", "root", "normalize")
 
 EMBEDDED_DIR = Path(__file__).with_name("data")
 
@@ -68,16 +72,33 @@ class ImageSet(NamedTuple):
     source: str
 
 
-def synthetic_task(n_train: int, overlap: float, input_dim: int | None = None) -> Task:
+def synthetic_task(n_train: int = 4, overlap: float = 0.75, input_dim: Optional[int] = None) -> Task:
     """The synthetic task of SPEC §7 (paper SI E.1).
 
-    Training inputs x_μ = sqrt(N0) e_μ, μ = 1..P, so x_μ.x_ν/N0 = δ_μν; labels +1, −1, +1, ...; N0 = P + 1
-    unless ``input_dim`` is given. One test point x = ρ x_1 + sqrt(1 − ρ²) sqrt(N0) e_{P+1} with ρ = overlap,
-    so x.x_1/N0 = ρ, |x|²/N0 = 1, x orthogonal to the other inputs; its label is y_1 = +1.
-    Shapes: x_train [P, N0], y_train [P], x_test [1, N0], y_test [1].
+    Training inputs x_μ = sqrt(N0) e_μ, μ = 1..P, so x_μ.x_ν/N0 = δ_μν; labels +1, −1, +1, ...; one test point
+    x = ρ x_1 + sqrt(1 − ρ²) sqrt(N0) e_{P+1} with ρ = overlap, so x.x_1/N0 = ρ, |x|²/N0 = 1, x orthogonal to
+    the other inputs; its label is y_1 = +1.
+
+    Parameters
+    ----------
+    n_train : int
+        P (task.n_train), even and >= 2.
+    overlap : float
+        ρ (task.overlap) in [-1, 1].
+    input_dim : int, optional
+        N0 (task.input_dim) >= P + 1; None: P + 1.
+
+    Returns
+    -------
+    Task
+        x_train [P, N0], y_train [P], x_test [1, N0], y_test [1], float64.
+
+    Raises
+    ------
+    ValueError
+        Naming task.n_train, task.overlap or task.input_dim.
     """
-    # The config's checks give the messages a user of task.n_train / task.overlap / task.input_dim expects.
-    SyntheticTaskConfig(n_train=n_train, overlap=overlap, input_dim=input_dim)
+    check_synthetic_task(n_train, overlap, input_dim)
     n0 = n_train + 1 if input_dim is None else input_dim
     scale = math.sqrt(n0)
     x_train = torch.eye(n_train, n0, dtype=torch.float64) * scale
@@ -91,92 +112,147 @@ def synthetic_task(n_train: int, overlap: float, input_dim: int | None = None) -
                 source="synthetic orthonormal inputs (SPEC §7)")
 
 
-def make_task(cfg: TaskConfig | DictConfig | dict[str, Any], seed: int) -> Task:
-    """Build the task a ``task`` config describes (SPEC §7; config keys in DESIGN.md).
+def image_pair_task(name: str = "mnist", *, classes: Sequence[int] = (0, 1), n_per_class: int = 50,
+                    n_test: int = 100, root: Optional[str | Path] = None, normalize: str = "global",
+                    seed: int = 0) -> Task:
+    """A two-class image task of SPEC §7 (paper SI E.2, E.3) from MNIST, CIFAR-10 or scikit-learn's digits.
 
-    ``cfg`` is a SyntheticTaskConfig, an ImagePairTaskConfig, or a DictConfig / dict with their fields
-    (``name`` picks the kind). Image pairs: ``n_per_class`` training examples of each of the two classes
-    (labels +1, −1, first class first) and ``n_test`` held-out examples (half per class), drawn by a numpy
-    Generator seeded by ``seed``; x_train [2·n_per_class, N0], x_test [n_test, N0] with N0 the pixels per
-    image (channels included). The synthetic task does not depend on ``seed``.
+    ``n_per_class`` training examples of each class (labels +1 for ``classes[0]``, −1 for ``classes[1]``,
+    first class first) and ``n_test`` held-out examples (half per class), drawn by a numpy Generator seeded
+    by ``seed``; images flattened (channels included), pixels scaled to [0, 1], then normalised.
+
+    Parameters
+    ----------
+    name : str
+        ``"mnist"``, ``"cifar10"`` or ``"digits"`` (task=...).
+    classes : sequence of two ints
+        The two class labels (task.classes).
+    n_per_class, n_test : int
+        Training examples per class (>= 1) and test examples in all (even, >= 0).
+    root : str or Path, optional
+        Folder of the data files (task.root; ``~`` expanded, a relative path is taken from the working
+        directory). None: the embedded MNIST test split for mnist; needed for cifar10; must be None for
+        digits (scikit-learn ships them).
+    normalize : str
+        ``"global"``, ``"per_example"`` or ``"none"`` (SPEC §7).
+    seed : int
+        Seeds the choice of examples.
+
+    Returns
+    -------
+    Task
+        x_train [2·n_per_class, N0], x_test [n_test, N0] with N0 the pixels per image, float64.
+
+    Raises
+    ------
+    ValueError
+        Naming the task key that is out of range or asks for more examples than the set holds, or a
+        damaged data file.
+    FileNotFoundError
+        When the data files are not in ``root``, saying what is missing where and how to get it.
     """
-    cfg = _task_config(cfg)
-    if isinstance(cfg, SyntheticTaskConfig):
-        return synthetic_task(cfg.n_train, cfg.overlap, cfg.input_dim)
-    if cfg.name == "mnist":
-        train, test = load_mnist(cfg.root)
-    elif cfg.name == "cifar10":
-        train, test = load_cifar10(cfg.root)
+    choice("task.name", name, IMAGE_SETS)
+    check_image_pair_task(classes, n_per_class, n_test)
+    choice("task.normalize", normalize, NORMALIZATIONS)
+    if name == "mnist":
+        train, test = load_mnist(root)
+    elif name == "cifar10":
+        train, test = load_cifar10(root)
     else:
-        if cfg.root is not None:
-            raise ValueError(f"task.root={cfg.root!r} is not allowed for task=digits: scikit-learn ships these "
+        if root is not None:
+            raise ValueError(f"task.root={root!r} is not allowed for task=digits: scikit-learn ships these "
                              "images; leave task.root unset")
         train, test = load_digits()
-    return _image_pair_task(cfg, train, test, seed)
-
-
-def _task_config(cfg: TaskConfig | DictConfig | dict[str, Any]) -> TaskConfig:
-    """The validated task dataclass for any accepted form of ``cfg`` (building it runs the range checks)."""
-    if isinstance(cfg, (SyntheticTaskConfig, ImagePairTaskConfig)):
-        return cfg
-    values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    schema = SyntheticTaskConfig if values.get("name") == "synthetic" else ImagePairTaskConfig
-    allowed = [f.name for f in fields(schema)]
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ValueError(f"task.{unknown[0]} is not a key of task={values.get('name')}: the keys are {allowed}")
-    return schema(**values)
-
-
-def _image_pair_task(cfg: ImagePairTaskConfig, train: ImageSet, test: ImageSet, seed: int) -> Task:
-    """Choose, flatten and normalise a two-class task (SPEC §7). ``test is train``: one split serves both."""
-    classes = tuple(int(c) for c in cfg.classes)
+    classes = tuple(int(c) for c in classes)
     present = np.unique(train.labels).tolist()
     if any(c not in present for c in classes):
-        raise ValueError(f"task.classes={list(classes)} is not allowed: task={cfg.name} has the classes {present}")
-    same_split = test is train
-    per_class_test = cfg.n_test // 2
-    _check_available(cfg, classes, train, test, same_split)
+        raise ValueError(f"task.classes={list(classes)} is not allowed: task={name} has the classes {present}")
+    same_split = test is train  # one split serves both
+    per_class_test = n_test // 2
+    _check_available(classes, n_per_class, n_test, train, test, same_split)
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
     for c in classes:
         pool = rng.permutation(np.flatnonzero(train.labels == c))
         # Sorted within a class so that the indices read in file order; the choice itself is the permutation's.
-        train_idx.append(np.sort(pool[:cfg.n_per_class]))
+        train_idx.append(np.sort(pool[:n_per_class]))
         if same_split:
             # Test examples come from the same permutation past the training ones: never a training example.
-            test_idx.append(np.sort(pool[cfg.n_per_class:cfg.n_per_class + per_class_test]))
+            test_idx.append(np.sort(pool[n_per_class:n_per_class + per_class_test]))
         else:
             test_idx.append(np.sort(rng.permutation(np.flatnonzero(test.labels == c))[:per_class_test]))
     train_indices = np.concatenate(train_idx).astype(np.int64)
     test_indices = np.concatenate(test_idx).astype(np.int64)
     x_train = train.pixels[train_indices].astype(np.float64) / train.pixel_max
     x_test = test.pixels[test_indices].astype(np.float64) / test.pixel_max
-    x_train, x_test = _normalise(x_train, x_test, cfg.normalize)
+    x_train, x_test = _normalise(x_train, x_test, normalize)
     labels = np.array([1.0, -1.0])
     source = train.source if same_split else f"{train.source}; test: {test.source}"
-    return Task(name=cfg.name, x_train=torch.from_numpy(x_train),
-                y_train=torch.from_numpy(labels.repeat(cfg.n_per_class)), x_test=torch.from_numpy(x_test),
+    return Task(name=name, x_train=torch.from_numpy(x_train),
+                y_train=torch.from_numpy(labels.repeat(n_per_class)), x_test=torch.from_numpy(x_test),
                 y_test=torch.from_numpy(labels.repeat(per_class_test)),
                 classes=classes, train_indices=train_indices, test_indices=test_indices, source=source)
 
 
-def _check_available(cfg: ImagePairTaskConfig, classes: tuple[int, ...], train: ImageSet, test: ImageSet,
+def make_task(name: str, *, seed: int = 0, n_train: Optional[int] = None, overlap: Optional[float] = None,
+              input_dim: Optional[int] = None, classes: Optional[Sequence[int]] = None,
+              n_per_class: Optional[int] = None, n_test: Optional[int] = None, root: Optional[str | Path] = None,
+              normalize: Optional[str] = None) -> Task:
+    """The task called ``name`` (SPEC §7) with the keys of the ``task`` config group (DESIGN.md).
+
+    ``synthetic`` takes n_train, overlap, input_dim (:func:`synthetic_task`); ``mnist``, ``cifar10`` and
+    ``digits`` take classes, n_per_class, n_test, root, normalize (:func:`image_pair_task`). A key left
+    None takes the builder's default.
+
+    Parameters
+    ----------
+    name : str
+        One of ``TASKS``.
+    seed : int
+        Seeds the choice of examples of an image task (the synthetic task does not depend on it).
+    n_train, overlap, input_dim, classes, n_per_class, n_test, root, normalize
+        The task's keys (task.*), see the builders.
+
+    Returns
+    -------
+    Task
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, a key the task does not have, or a value out of range (naming the key).
+    FileNotFoundError
+        When an image task's data files are missing.
+    """
+    choice("task", name, TASKS)
+    given = dict(n_train=n_train, overlap=overlap, input_dim=input_dim, classes=classes, n_per_class=n_per_class,
+                 n_test=n_test, root=root, normalize=normalize)
+    keys = _SYNTHETIC_KEYS if name == "synthetic" else _IMAGE_PAIR_KEYS
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(given) - set(keys))
+    if unknown:
+        raise ValueError(f"task.{unknown[0]} is not a key of task={name}: the keys are {['name', *keys]}")
+    if name == "synthetic":
+        return synthetic_task(**given)
+    return image_pair_task(name, seed=seed, **given)
+
+
+def _check_available(classes: tuple[int, ...], n_per_class: int, n_test: int, train: ImageSet, test: ImageSet,
                      same_split: bool) -> None:
     """Raise a ValueError naming the key when the set holds too few examples of a class."""
     n_train = min(int(np.count_nonzero(train.labels == c)) for c in classes)
-    if cfg.n_per_class > n_train:
-        raise ValueError(f"task.n_per_class={cfg.n_per_class} is not allowed: at most {n_train}, the number of "
+    if n_per_class > n_train:
+        raise ValueError(f"task.n_per_class={n_per_class} is not allowed: at most {n_train}, the number of "
                          f"examples of the smaller class of {list(classes)} in {train.source}")
     if same_split:
-        n_test = n_train - cfg.n_per_class
-        where = f"left in {train.source} after task.n_per_class={cfg.n_per_class} training examples"
+        n_avail = n_train - n_per_class
+        where = f"left in {train.source} after task.n_per_class={n_per_class} training examples"
     else:
-        n_test = min(int(np.count_nonzero(test.labels == c)) for c in classes)
+        n_avail = min(int(np.count_nonzero(test.labels == c)) for c in classes)
         where = f"in {test.source}"
-    if cfg.n_test // 2 > n_test:
-        raise ValueError(f"task.n_test={cfg.n_test} is not allowed: at most {2 * n_test} (half per class); the "
-                         f"smaller class of {list(classes)} has {n_test} examples {where}")
+    if n_test // 2 > n_avail:
+        raise ValueError(f"task.n_test={n_test} is not allowed: at most {2 * n_avail} (half per class); the "
+                         f"smaller class of {list(classes)} has {n_avail} examples {where}")
 
 
 def _normalise(x_train: np.ndarray, x_test: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
@@ -203,15 +279,30 @@ def _normalise(x_train: np.ndarray, x_test: np.ndarray, how: str) -> tuple[np.nd
 
 
 def _absolute(root: str | Path) -> Path:
-    # Relative to the directory the command was started in, even inside a Hydra job that changed it.
-    return Path(to_absolute_path(str(Path(root).expanduser())))
+    # The caller (app.py) resolves a command line's relative path against its launch directory first.
+    return Path(root).expanduser().absolute()
 
 
 def load_mnist(root: str | Path | None = None) -> tuple[ImageSet, ImageSet]:
     """MNIST from its four standard IDX files, gzipped or not, in ``root`` or ``root/MNIST/raw``.
 
-    Returns (training split [60000, 784], test split [10000, 784]) for the standard files. With no root, the
-    embedded test split (driftsim/data) is returned as both, and the caller draws disjoint examples from it.
+    Parameters
+    ----------
+    root : str or Path, optional
+        The folder (``~`` expanded); None: the test split embedded in driftsim/data.
+
+    Returns
+    -------
+    (ImageSet, ImageSet)
+        The training split [60000, 784] and the test split [10000, 784] of the standard files. With no root,
+        the embedded test split is returned as both, and the caller draws disjoint examples from it.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the missing files, the folders searched and where to get them.
+    ValueError
+        For a damaged, truncated or inconsistent file, naming it.
     """
     if root is None:
         paths = _mnist_paths([EMBEDDED_DIR], ("t10k",))
@@ -291,8 +382,23 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
 def load_cifar10(root: str | Path | None) -> tuple[ImageSet, ImageSet]:
     """CIFAR-10 from the python pickle batches (data_batch_1..5, test_batch) in root/cifar-10-batches-py or root.
 
-    Returns (training split [50000, 3072], test split [10000, 3072]); each row holds the red, green and blue
-    32×32 planes in turn, as stored.
+    Parameters
+    ----------
+    root : str or Path
+        The folder (``~`` expanded); None raises, saying what is needed.
+
+    Returns
+    -------
+    (ImageSet, ImageSet)
+        The training split [50000, 3072] and the test split [10000, 3072]; each row holds the red, green and
+        blue 32×32 planes in turn, as stored.
+
+    Raises
+    ------
+    FileNotFoundError
+        When root is None or the six batches are not together in one of the two folders.
+    ValueError
+        For a file that is not a CIFAR-10 batch (no code in it is run), naming it.
     """
     if root is None:
         raise FileNotFoundError(f"task=cifar10 needs task.root: a folder holding cifar-10-batches-py/ "
@@ -339,7 +445,13 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_digits() -> tuple[ImageSet, ImageSet]:
-    """scikit-learn's bundled 8×8 digits [1797, 64], pixels 0..16, returned as both splits (drawn disjoint)."""
+    """scikit-learn's bundled 8×8 digits.
+
+    Returns
+    -------
+    (ImageSet, ImageSet)
+        The one split [1797, 64] (pixels 0..16) as both, from which the caller draws disjoint examples.
+    """
     from sklearn.datasets import load_digits as sklearn_digits  # imported here: scikit-learn is slow to import
 
     digits = sklearn_digits()

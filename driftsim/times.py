@@ -6,6 +6,8 @@ import math
 import torch
 from torch import Tensor
 
+from .validation import integer, positive
+
 __all__ = ["record_times", "check_times"]
 
 
@@ -14,10 +16,8 @@ def record_times(t_end: float, n: int, t_first: float | None = None) -> Tensor:
 
     t_first defaults to min(1e-2, t_end·1e-6): early enough to see the gradient phase start.
     """
-    if not (math.isfinite(t_end) and t_end > 0):
-        raise ValueError(f"t_end={t_end!r} must be a positive finite time")
-    if n < 1:
-        raise ValueError(f"n={n!r} recorded times must be >= 1")
+    positive("t_end", t_end)
+    integer("n", n, 1)
     t_first = min(1e-2, t_end * 1e-6) if t_first is None else t_first
     if not 0 < t_first <= t_end:
         raise ValueError(f"t_first={t_first!r} must lie in (0, t_end={t_end!r}]")

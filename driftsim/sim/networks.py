@@ -26,8 +26,11 @@ import torch
 from torch import Tensor
 
 from ..activations import Activation, get_activation
+from ..validation import check_depth, check_ensemble, choice
 
-__all__ = ["Ensemble", "Forward", "init_ensemble", "resolve_device", "resolve_dtype"]
+__all__ = ["Ensemble", "Forward", "init_ensemble", "resolve_device", "resolve_dtype", "SIM_DTYPES"]
+
+SIM_DTYPES = ("float32", "float64")  # floating types of simulated ensembles
 
 
 def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
@@ -41,12 +44,25 @@ def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: "str | torch.dtype") -> torch.dtype:
-    """``float32`` (default of simulations) or ``float64``."""
-    table = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32,
-             torch.float64: torch.float64}
-    if dtype not in table:
-        raise ValueError(f"sim.dtype={dtype!r} is not allowed: one of ['float32', 'float64']")
-    return table[dtype]
+    """The torch dtype of a simulation.
+
+    Parameters
+    ----------
+    dtype : str or torch.dtype
+        ``"float32"`` (default of simulations), ``"float64"``, or either torch dtype.
+
+    Returns
+    -------
+    torch.dtype
+
+    Raises
+    ------
+    ValueError
+        Naming sim.dtype, for any other value.
+    """
+    if dtype in (torch.float32, torch.float64):
+        return dtype
+    return getattr(torch, choice("sim.dtype", dtype, SIM_DTYPES))
 
 
 @dataclass
@@ -205,8 +221,8 @@ def init_ensemble(size: int, input_dim: int, width: int, depth: int, activation:
     The weights live on ``generator``'s device. Antithetic: networks 2k, 2k+1 share hidden weights and have
     readouts a, −a (``size`` must be even).
     """
-    if antithetic and size % 2:
-        raise ValueError(f"sim.ensemble={size} must be even when sim.antithetic=true")
+    check_ensemble(size, antithetic)
+    check_depth(depth)
     dtype = resolve_dtype(dtype)
     n = size // 2 if antithetic else size
 

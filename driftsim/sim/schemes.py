@@ -25,8 +25,10 @@ from ..prior import Prior
 from .networks import Ensemble, Forward
 from .noise import Noise
 
-__all__ = ["State", "Scheme", "init_state", "prior_coefficients", "langevin", "euler", "mpl", "mpl_readout_draw",
-           "prior_drift", "substeps"]
+__all__ = ["State", "Scheme", "SCHEMES", "init_state", "prior_coefficients", "langevin", "euler", "mpl",
+           "mpl_readout_draw", "prior_drift", "substeps"]
+
+SCHEMES = ("langevin", "euler", "mpl")  # the learning schemes (dynamics.scheme)
 
 
 @dataclass
@@ -40,9 +42,16 @@ class State:
 
 
 class Scheme(NamedTuple):
-    """(init, step): ``init(net, generator, t=0.0) -> State``; ``step(state, h) -> state`` advances by h."""
+    """(init, step) with the scheme's name and weak order, as diffrax solvers declare ``order()``.
+
+    ``init(net, generator, t=0.0) -> State``; ``step(state, h) -> state`` advances by h. ``order``: the weak
+    order p of the step against the Langevin SDE of SPEC §1.4 (or, for the drift phase, its prior part):
+    |E g(Θ_h(t)) − E g(Θ(t))| = O(h^p) for smooth g at fixed t; ``math.inf`` for an exact transition.
+    """
     init: Callable[..., State]
     step: Callable[[State, float], State]
+    name: str
+    order: float
 
 
 def init_state(net: Ensemble, generator: torch.Generator, t: float = 0.0, prefetch: bool = False) -> State:
@@ -82,7 +91,7 @@ def _gradient_scheme(x: Tensor, y: Tensor, prior: Prior, kind: str) -> Scheme:
     def init(net: Ensemble, generator: torch.Generator, t: float = 0.0) -> State:
         return init_state(net, generator, t, prefetch=generator.device.type == "cpu")
 
-    return Scheme(init, step)
+    return Scheme(init, step, {"ou": "langevin", "euler": "euler"}[kind], 1)
 
 
 def langevin(x: Tensor, y: Tensor, prior: Prior) -> Scheme:
@@ -193,7 +202,7 @@ def mpl(x: Tensor, y: Tensor, prior: Prior, inner_steps: int = 2) -> Scheme:
         return Forward(fw.x, [pick(a, b) for a, b in zip(pfw.h, fw.h)],
                        [pick(a, b) for a, b in zip(pfw.phi, fw.phi)], pick(pfw.f, fw.f))
 
-    return Scheme(init_state, step)
+    return Scheme(init_state, step, "mpl", 1)
 
 
 def substeps(span: float, dt: float) -> tuple[int, float]:
@@ -225,4 +234,4 @@ def prior_drift(prior: Prior, kind: str = "ou", lam: Optional[float] = None, rea
         state.t += span
         return state
 
-    return Scheme(init_state, step)
+    return Scheme(init_state, step, f"prior_drift/{kind}", math.inf if kind == "ou" else 1)

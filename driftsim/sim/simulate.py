@@ -4,22 +4,26 @@ frozen at t0 while the hidden weights drift, the predictors recorded, divergence
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
+from ..activations import Activation
 from ..prior import Prior
 from ..results import SimPhase, SimResult
 from ..times import check_times
+from ..validation import (check_activity_units, check_freeze, check_inputs, check_labels, choice, integer,
+                          positive)
 from .networks import Ensemble, init_ensemble, resolve_device, resolve_dtype
 from .noise import leave_a_core
-from .schemes import euler, langevin, mpl, prior_drift, substeps
+from .schemes import SCHEMES, euler, langevin, mpl, prior_drift, substeps
 
-__all__ = ["simulate", "DIVERGENCE_LIMIT"]
+__all__ = ["simulate", "DIVERGENCE_LIMIT", "FREEZES"]
+
+FREEZES = ("readout", "none")  # protocol.freeze: what stops moving at t0 (none: the control of SPEC §8)
 
 DIVERGENCE_LIMIT = 1e6  # |f| beyond this (labels are ±1) counts as a diverged run
 CHECK_EVERY = 16  # steps between divergence checks (each one synchronises a GPU)
@@ -61,92 +65,140 @@ def _stability_hint(net: Ensemble, x: Tensor, prior: Prior) -> float:
     return lam0 * max(1.0, (prior.sigma / prior.sigma0) ** (2 * net.depth))
 
 
-def _check_divergence(f: Tensor, t: float, dynamics: DynamicsConfig, lam_max: float) -> None:
+def _check_divergence(f: Tensor, t: float, scheme: str, dt: float, lam: float, gamma: float, lam_max: float) -> None:
+    """Raise a ValueError naming dynamics.dt (MPL: dynamics.lam = 1/dt) and a stable choice when a training
+    predictor in ``f`` is non-finite or beyond DIVERGENCE_LIMIT."""
     if bool((f.abs() <= DIVERGENCE_LIMIT).all()):  # NaN compares false
         return
-    scheme, g = dynamics.scheme, dynamics.gamma
     what = (f"a network's training predictor became non-finite or exceeded {DIVERGENCE_LIMIT:g} at "
             f"t≈{t:.4g}; no results were returned. The empirical NTK on the training set has largest "
             f"eigenvalue λ_max≈{lam_max:.3g} (at initialisation, scaled to the prior's weight scale σ)")
     if scheme == "mpl":
-        raise ValueError(f"dynamics.lam={dynamics.lam:g} (MPL step dt = 1/lam = {1 / dynamics.lam:g}) made the "
-                         f"run diverge: {what}; choose dynamics.lam > {max(lam_max, g):.3g} (dt < 1/λ_max).")
-    bound = 1 / lam_max if scheme == "langevin" else min(1 / lam_max, 1 / g)
-    extra = "" if scheme == "langevin" else f" and dt < 1/γ = {1 / g:.3g} (Euler–Maruyama decay)"
-    raise ValueError(f"dynamics.dt={dynamics.dt:g} made the {scheme} run diverge: {what}; choose "
+        raise ValueError(f"dynamics.lam={lam:g} (MPL step dt = 1/lam = {dt:g}) made the run diverge: "
+                         f"{what}; choose dynamics.lam > {max(lam_max, gamma):.3g} (dt < 1/λ_max).")
+    bound = 1 / lam_max if scheme == "langevin" else min(1 / lam_max, 1 / gamma)
+    extra = "" if scheme == "langevin" else f" and dt < 1/γ = {1 / gamma:.3g} (Euler–Maruyama decay)"
+    raise ValueError(f"dynamics.dt={dt:g} made the {scheme} run diverge: {what}; choose "
                      f"dynamics.dt < {bound:.3g} (dt < 1/λ_max{extra}).")
 
 
 @torch.no_grad()
-def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: ProtocolConfig, sim: SimConfig,
-             t_learn: Tensor, t_drift: Optional[Tensor], seed: int, device: str = "auto", progress: bool = True
-             ) -> SimResult:
-    """Simulate an ensemble of E networks (SPEC §8) on ``task`` and record their predictors.
+def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation],
+             width: int, prior: Prior, t_learn: Tensor, t0: Optional[float] = None,
+             t_drift: Optional[Tensor] = None, freeze: str = "readout", scheme: str = "langevin",
+             dt: float = 0.01, lam: float = 100.0, mpl_inner_steps: int = 2, ensemble: int = 64,
+             dtype: str = "float32", antithetic: bool = False, activity_units: int = 0, seed: int = 0,
+             device: str = "auto", progress: bool = True) -> SimResult:
+    """Simulate an ensemble of networks (SPEC §8) and record their predictors over learning and drift.
 
-    task: x_train [P, N0], y_train [P], x_test [Q, N0] (float64). Learning follows ``dynamics.scheme``
-    (``langevin``, ``euler``: steps of at most dynamics.dt; ``mpl``: steps of at most 1/dynamics.lam) from
-    t = 0 to the last of ``t_learn``, shortening steps so that every recorded time is hit exactly. With
-    protocol.t0 set, the weights at t0 are copied and drift (SPEC §6.1) over ``t_drift`` (times since the
-    freeze): ``freeze: readout`` keeps a(t0) and moves the hidden weights under the prior alone,
-    ``freeze: none`` moves every weight so; exact OU transitions (MPL: the chain's own AR(1)), while the
-    learning run goes on undisturbed. Returns float records on the CPU: learn.f_train [n, E, P], f_test
-    [n, E, Q] (drift: [m, E, ·]), activity [n, E, P or Q, sim.activity_units] of the first units of the last
-    hidden layer; info holds scheme, dt, steps, wall time, device, the NTK bound. Raises ValueError naming
-    dynamics.dt (or lam) when the run diverges.
+    E = ``ensemble`` networks of SPEC §1.1 (depth, activation, width N), initialised i.i.d. N(0, σ0²),
+    learn by ``scheme`` from t = 0 to the last of ``t_learn`` (steps shortened so that every recorded time
+    is hit exactly). With ``t0`` set, the weights at t0 are copied and drift (SPEC §6.1) over ``t_drift``:
+    ``freeze="readout"`` keeps a(t0) and moves the hidden weights under the prior alone, ``"none"`` moves
+    every weight so; exact OU transitions (MPL: the chain's own AR(1)), while the learning run goes on
+    undisturbed.
+
+    Parameters
+    ----------
+    x_train, y_train, x_test : Tensor
+        Training inputs [P, N0], labels [P], test inputs [Q, N0] (any float dtype; cast to ``dtype``).
+    depth, activation, width : int, str or Activation, int
+        Architecture: hidden layers L (model.depth), φ (model.activation), hidden width N (model.width).
+    prior : Prior
+        T, σ and σ0 of SPEC §1.2, §2.
+    t_learn : Tensor
+        Recorded times of learning [n], strictly increasing from 0.
+    t0 : float, optional
+        Time of the freeze (protocol.t0) in [0, t_learn[-1]]; None: no drift phase.
+    t_drift : Tensor, optional
+        Recorded times since the freeze [m], strictly increasing from 0; given exactly when t0 is.
+    freeze : str
+        ``"readout"`` or ``"none"`` (protocol.freeze).
+    scheme : str
+        ``"langevin"`` (exact prior part), ``"euler"`` (Euler–Maruyama): steps of at most ``dt``;
+        ``"mpl"``: proximal steps of 1/``lam`` with ``mpl_inner_steps`` MALA sweeps (dynamics.*).
+    dt, lam, mpl_inner_steps : float, float, int
+        dynamics.dt, dynamics.lam, dynamics.mpl_inner_steps.
+    ensemble, dtype, antithetic, activity_units : int, str, bool, int
+        sim.*: networks E, ``"float32"`` or ``"float64"``, antithetic pairs (E even), hidden units of the
+        last layer snapshotted per network (0: none, at most ``width``).
+    seed : int
+        Seeds initialisation, learning and drift with independent streams (the learning run does not depend
+        on whether a drift phase is asked for).
+    device : str
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    SimResult
+        CPU records in ``dtype``: learn.f_train [n, E, P], learn.f_test [n, E, Q] (drift: [m, E, ·]),
+        activity [n, E, P or Q, activity_units]; ``info`` holds scheme, dt, steps, wall time, device, dtype,
+        antithetic, the NTK bound ntk_max_eig (and for MPL lam, mpl_inner_steps, mpl_acceptance).
+
+    Raises
+    ------
+    ValueError
+        For an argument outside its range (naming its config key), or when the run diverges (naming
+        dynamics.dt or dynamics.lam and a stable choice).
     """
     start = time.perf_counter()
+    x_train = check_inputs("x_train", x_train)
+    x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
+    y_train = check_labels(y_train, x_train.shape[0])
     t_learn = check_times("t_learn", t_learn, from_zero=True)
-    t0 = protocol.t0
-    if t0 is None and t_drift is not None:
-        raise ValueError("t_drift was given but protocol.t0 is unset: there is no drift phase to record")
+    check_freeze(t0, t_drift, float(t_learn[-1]))
     if t0 is not None:
-        if t_drift is None:
-            raise ValueError(f"protocol.t0={t0:g} asks for a drift phase: pass its recorded times t_drift")
         t_drift = check_times("t_drift", t_drift, from_zero=True)
-    if sim.activity_units > model.width:
-        raise ValueError(f"sim.activity_units={sim.activity_units} exceeds model.width={model.width}")
-    dev, dtype = resolve_device(device), resolve_dtype(sim.dtype)
-    x, y, x_test = (torch.as_tensor(v).to(device=dev, dtype=dtype) for v in (task.x_train, task.y_train, task.x_test))
+    choice("protocol.freeze", freeze, FREEZES)
+    choice("dynamics.scheme", scheme, SCHEMES)
+    dt = 1 / positive("dynamics.lam", lam) if scheme == "mpl" else positive("dynamics.dt", dt)
+    integer("dynamics.mpl_inner_steps", mpl_inner_steps, 0)
+    units = check_activity_units(activity_units, integer("model.width", width, 1))
+    dev, dtype = resolve_device(device), resolve_dtype(dtype)
+    x, y, x_test = (v.to(device=dev, dtype=dtype) for v in (x_train, y_train, x_test))
     x_all = torch.cat([x, x_test])
     P, Q = len(x), len(x_test)
-    prior = Prior(dynamics.T, dynamics.sigma, dynamics.sigma0)
     g_init, g_learn, g_drift = _generators(seed, dev)
-    net = init_ensemble(sim.ensemble, x.shape[1], model.width, model.depth, model.activation, prior.sigma0,
-                        generator=g_init, dtype=dtype, antithetic=sim.antithetic)
+    net = init_ensemble(ensemble, x.shape[1], width, depth, activation, prior.sigma0, generator=g_init, dtype=dtype,
+                        antithetic=antithetic)
     lam_max = _stability_hint(net, x, prior)
-    if dynamics.scheme == "mpl":
-        scheme, dt, drift_kind = mpl(x, y, prior, dynamics.mpl_inner_steps), 1 / dynamics.lam, "mpl"
+    if scheme == "mpl":
+        learning, drift_kind = mpl(x, y, prior, mpl_inner_steps), "mpl"
     else:
-        scheme, dt, drift_kind = {"langevin": langevin, "euler": euler}[dynamics.scheme](x, y, prior), dynamics.dt, "ou"
-    drift = prior_drift(prior, drift_kind, dynamics.lam, readout=protocol.freeze == "none")
+        learning, drift_kind = {"langevin": langevin, "euler": euler}[scheme](x, y, prior), "ou"
+    drift = prior_drift(prior, drift_kind, lam, readout=freeze == "none")
+
+    def check(f: Tensor, t: float) -> None:
+        _check_divergence(f, t, scheme, dt, lam, prior.gamma, lam_max)
 
     stops = sorted(set(t_learn.tolist()) | ({float(t0)} if t0 is not None else set()))
     plan = [substeps(b - a, dt) for a, b in zip(stops[:-1], stops[1:])]
     index = {t: i for i, t in enumerate(t_learn.tolist())}
-    units = sim.activity_units
-    learn_rec = _Recorder(t_learn, sim.ensemble, P, Q, units, dtype)
-    drift_rec = _Recorder(t_drift, sim.ensemble, P, Q, units, dtype) if t0 is not None else None
+    learn_rec = _Recorder(t_learn, ensemble, P, Q, units, dtype)
+    drift_rec = _Recorder(t_drift, ensemble, P, Q, units, dtype) if t0 is not None else None
     n_drift = len(t_drift) - 1 if t0 is not None else 0
 
-    state = scheme.init(net, g_learn)
+    state = learning.init(net, g_learn)
     steps = 0
-    bar = tqdm(total=sum(n for n, _ in plan) + n_drift, unit="step", desc=f"sim {dynamics.scheme}",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=sum(n for n, _ in plan) + n_drift, unit="step", desc=f"sim {scheme}", disable=not progress,
+               dynamic_ncols=True)
     with state.noise, leave_a_core(state.noise), bar:
         for k, t_stop in enumerate(stops):
             if k > 0:
                 n, h = plan[k - 1]
                 for i in range(n):
-                    scheme.step(state, h)
+                    learning.step(state, h)
                     if i % CHECK_EVERY == CHECK_EVERY - 1:
-                        _check_divergence(state.f_train, state.t, dynamics, lam_max)
+                        check(state.f_train, state.t)
                 bar.update(n)
                 steps += n
                 state.t = t_stop  # the sum of the steps lands here up to rounding
             if t_stop in index:
-                _check_divergence(learn_rec(index[t_stop], state.net, x_all), t_stop, dynamics, lam_max)
+                check(learn_rec(index[t_stop], state.net, x_all), t_stop)
             elif k > 0:
-                _check_divergence(state.net.forward(x).f, t_stop, dynamics, lam_max)
+                check(state.net.forward(x).f, t_stop)
             if t0 is not None and t_stop == t0:
                 dstate = drift.init(state.net.clone(), g_drift)
                 drift_rec(0, dstate.net, x_all)
@@ -156,12 +208,12 @@ def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: Proto
                     bar.update(1)
                 del dstate
 
-    info = {"scheme": dynamics.scheme, "dt": dt, "steps": steps, "drift_transitions": n_drift,
+    info = {"scheme": scheme, "dt": dt, "steps": steps, "drift_transitions": n_drift,
             "wall_time_s": time.perf_counter() - start, "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
-            "antithetic": sim.antithetic, "ntk_max_eig": lam_max}
-    if dynamics.scheme == "mpl":
+            "antithetic": antithetic, "ntk_max_eig": lam_max}
+    if scheme == "mpl":
         proposed = state.stats.get("proposed", 0)
-        info.update(lam=dynamics.lam, mpl_inner_steps=dynamics.mpl_inner_steps,
+        info.update(lam=lam, mpl_inner_steps=mpl_inner_steps,
                     mpl_acceptance=state.stats.get("accepted", 0) / proposed if proposed else float("nan"))
     return SimResult(learn_rec.phase(), drift_rec.phase() if drift_rec is not None else None,
                      float(t0) if t0 is not None else None, info)

@@ -53,10 +53,10 @@ from tqdm.auto import tqdm
 from ..activations import Activation
 from ..prior import Prior
 from ..times import check_times
+from ..validation import check_freeze, check_inputs, check_tol
 from .discretisation import Discretisation, discretise, lag_grid
 from .expansion import Expansion, expand
-from .kernels import KernelModel, check_inputs
-from .mean import check_tol
+from .kernels import KernelModel
 from .volterra import exponential_pair_weights, exponential_weights
 
 __all__ = ["PhaseCovariance", "predictor_covariance"]
@@ -323,8 +323,7 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
     t_learn = check_times("t_learn", t_learn)
     check_tol(tol)
-    if t0 is not None and t_drift is None:
-        raise ValueError("t_drift (times since the freeze) must be given with t0")
+    check_freeze(t0, t_drift, float(t_learn[-1]))
     dev = x_train.device
     x_train, x_test = (a.to(device=dev, dtype=torch.float64) for a in (x_train, x_test))
     p, q = x_train.shape[0], x_test.shape[0]

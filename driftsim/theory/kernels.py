@@ -16,21 +16,9 @@ from torch import Tensor
 
 from ..activations import Activation, get_activation
 from ..prior import Prior
+from ..validation import check_depth
 
-__all__ = ["KernelModel", "TwoTime", "check_inputs"]
-
-
-def check_inputs(name: str, x: Tensor, dim: int | None = None) -> Tensor:
-    """Raise a ValueError naming ``name`` if x is not a finite 2-D array (with ``dim`` columns)."""
-    if not isinstance(x, Tensor):
-        x = torch.as_tensor(x)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array [points, input_dim]; got shape {tuple(x.shape)}")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{name} has input dimension {x.shape[1]}; expected {dim} to match x_train")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf; allowed: finite values only")
-    return x
+__all__ = ["KernelModel", "TwoTime"]
 
 
 @dataclass(frozen=True)
@@ -51,8 +39,7 @@ class KernelModel:
 
     def __post_init__(self):
         object.__setattr__(self, "activation", get_activation(self.activation))
-        if not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"model.depth={self.depth!r} is not allowed: an integer >= 1")
+        check_depth(self.depth)
 
     # --- per-point layer variances -------------------------------------------------------------
     def variances(self, c_tt: Tensor, sqnorm: Tensor) -> list[Tensor]:

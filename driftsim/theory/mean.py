@@ -13,25 +13,12 @@ from ..activations import Activation
 from ..prior import Prior
 from ..results import Equilibrium, TheoryDrift, TheoryLearn, TheoryResult
 from ..times import check_times
+from ..validation import check_freeze, check_inputs, check_labels, check_tol
 from .discretisation import discretise
-from .kernels import KernelModel, check_inputs
+from .kernels import KernelModel
 from .volterra import solve_separable
 
-__all__ = ["solve", "check_tol", "ntk_predictor", "nngp_predictor"]
-
-def _check_labels(y: Tensor, p: int) -> Tensor:
-    y = torch.as_tensor(y)
-    if y.ndim != 1 or y.shape[0] != p:
-        raise ValueError(f"y_train must have shape [{p}] to match x_train; got {tuple(y.shape)}")
-    if not torch.isfinite(y).all():
-        raise ValueError("y_train contains NaN or inf; allowed: finite values only")
-    return y
-
-
-def check_tol(tol: float) -> None:
-    """ValueError unless 0 < tol < 1 (the target accuracy of the Volterra solution)."""
-    if not (0 < tol < 1):
-        raise ValueError(f"theory.tol={tol!r} is not allowed: a number in (0, 1)")
+__all__ = ["solve", "ntk_predictor", "nngp_predictor"]
 
 
 def ntk_predictor(k_ntk: Tensor, p: int, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -69,14 +56,10 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     x_train = check_inputs("x_train", x_train)
     x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
     p = x_train.shape[0]
-    y = _check_labels(y_train, p)
+    y = check_labels(y_train, p)
     check_tol(tol)
     t_learn = check_times("t_learn", t_learn)
-    t_end = float(t_learn[-1])
-    if t0 is not None and not (0 <= t0 <= t_end):
-        raise ValueError(f"protocol.t0={t0!r} is outside the run: allowed 0 <= t0 <= {t_end:g} (the last recorded time)")
-    if t0 is not None and t_drift is None:
-        raise ValueError("t_drift (times since the freeze) must be given with t0")
+    check_freeze(t0, t_drift, float(t_learn[-1]))
     tau = check_times("t_drift", t_drift) if t0 is not None else None
 
     device = x_train.device

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..validation import positive
+
 __all__ = ["graded_grid", "exponential_weights", "exponential_pair_weights", "solve_separable"]
 
 
@@ -23,8 +25,7 @@ def graded_grid(t_end: float, h_first: float, h_max: float, growth: float,
     merged in exactly. Returns float64 [n + 1].
     """
     for name, v in (("t_end", t_end), ("h_first", h_first), ("h_max", h_max), ("growth", growth)):
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"graded_grid: {name}={v!r} must be a positive finite number")
+        positive(f"graded_grid: {name}", v)
     points = [0.0]
     t = 0.0
     while t < t_end:
