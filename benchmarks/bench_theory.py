@@ -16,7 +16,6 @@ import time
 
 import torch
 
-from driftsim.config import ImagePairTaskConfig
 from driftsim.theory.kernels import KernelModel
 from driftsim.prior import Prior
 from driftsim.theory import reference
@@ -31,7 +30,7 @@ DEPTH, ACT = 3, "relu"
 
 
 def problem():
-    task = make_task(ImagePairTaskConfig(name="mnist", classes=[0, 1], n_per_class=50, n_test=20), seed=0)
+    task = make_task("mnist", classes=[0, 1], n_per_class=50, n_test=20, seed=0)
     t_end = 25 / PRIOR.gamma
     return task, record_times(t_end, 40), t_end
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from driftsim.app import task_arguments
 from driftsim.config import ImagePairTaskConfig, SyntheticTaskConfig, register_configs
 from driftsim.tasks import Task, load_cifar10, load_digits, load_mnist, make_task, synthetic_task
 
@@ -59,9 +60,9 @@ def write_cifar(folder: Path, n_per_batch: int = 20) -> dict:
     return arrays
 
 
-def pair(name="mnist", **kw) -> ImagePairTaskConfig:
-    kw = {"n_per_class": 2, "n_test": 2, "normalize": "none", **kw}
-    return ImagePairTaskConfig(name=name, **kw)
+def pair(name="mnist", **kw) -> dict:
+    """make_task's arguments of a small image pair."""
+    return {"name": name, "n_per_class": 2, "n_test": 2, "normalize": "none", **kw}
 
 
 def check_task(task: Task, n_per_class: int, n_test: int) -> None:
@@ -91,7 +92,7 @@ def test_synthetic_gram_and_overlap(n_train, overlap, input_dim):
     assert task.y_train.tolist() == [1.0, -1.0] * (n_train // 2)
     assert task.y_test.tolist() == [1.0] and task.classes == ()
     assert task.train_indices.tolist() == list(range(n_train))
-    assert make_task(SyntheticTaskConfig(n_train=n_train, overlap=overlap, input_dim=input_dim), seed=5) \
+    assert make_task("synthetic", n_train=n_train, overlap=overlap, input_dim=input_dim, seed=5) \
         .x_test.equal(task.x_test)
 
 
@@ -114,7 +115,7 @@ def test_mnist_idx_files_load(tmp_path, gz, layout):
     np.testing.assert_array_equal(train.pixels, arrays["train"][0])
     np.testing.assert_array_equal(test.labels, arrays["t10k"][1])
 
-    task = make_task(pair(classes=[3, 7], n_per_class=4, n_test=6, root=str(tmp_path)), seed=0)
+    task = make_task(**pair(classes=[3, 7], n_per_class=4, n_test=6, root=str(tmp_path)), seed=0)
     check_task(task, 4, 6)
     train_pixels, train_labels = arrays["train"]
     test_pixels, test_labels = arrays["t10k"]
@@ -130,7 +131,7 @@ def test_mnist_missing_files_named(tmp_path):
     write_mnist(tmp_path, gz=True)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(FileNotFoundError) as err:
-        make_task(pair(root=str(tmp_path)), seed=0)
+        make_task(**pair(root=str(tmp_path)), seed=0)
     message = str(err.value)
     assert "t10k-labels-idx1-ubyte" in message and str(tmp_path / "MNIST" / "raw") in message
     assert "torchvision" in message and "train-images-idx3-ubyte" in message
@@ -187,7 +188,7 @@ def test_cifar_batches_load(tmp_path, inside):
     arrays = write_cifar(tmp_path / "cifar-10-batches-py" if inside else tmp_path)
     train, test = load_cifar10(tmp_path)
     assert train.pixels.shape == (100, 3072) and test.pixels.shape == (20, 3072)
-    task = make_task(pair("cifar10", classes=[3, 5], root=str(tmp_path)), seed=2)
+    task = make_task(**pair("cifar10", classes=[3, 5], root=str(tmp_path)), seed=2)
     check_task(task, 2, 2)
     np.testing.assert_array_equal(task.x_train.numpy(), train.pixels[task.train_indices] / 255.0)
     np.testing.assert_array_equal(task.x_test.numpy(), arrays["test_batch"][0][task.test_indices] / 255.0)
@@ -197,7 +198,7 @@ def test_cifar_batches_load(tmp_path, inside):
 
 def test_cifar_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="needs task.root"):
-        make_task(pair("cifar10", classes=[3, 5]), seed=0)
+        make_task(**pair("cifar10", classes=[3, 5]), seed=0)
     with pytest.raises(FileNotFoundError, match="test_batch.*cifar-10-batches-py.*cs.toronto.edu"):
         load_cifar10(tmp_path)
     write_cifar(tmp_path)
@@ -228,7 +229,7 @@ def test_cifar_pickle_runs_no_code(tmp_path):
 def test_seed_fixes_the_examples(tmp_path):
     write_mnist(tmp_path, gz=False, n_train=200, n_test=100)
     cfg = pair(classes=[1, 2], n_per_class=5, n_test=6, root=str(tmp_path))
-    a, b, c = make_task(cfg, seed=3), make_task(cfg, seed=3), make_task(cfg, seed=4)
+    a, b, c = make_task(**cfg, seed=3), make_task(**cfg, seed=3), make_task(**cfg, seed=4)
     assert np.array_equal(a.train_indices, b.train_indices) and np.array_equal(a.test_indices, b.test_indices)
     assert a.x_train.equal(b.x_train) and a.x_test.equal(b.x_test)
     assert not np.array_equal(a.train_indices, c.train_indices)
@@ -239,7 +240,7 @@ def test_seed_fixes_the_examples(tmp_path):
 def test_one_split_gives_disjoint_train_and_test(name):
     """Embedded MNIST and the digits serve training and test from one split: no example is in both."""
     for seed in range(3):
-        task = make_task(pair(name, n_per_class=20, n_test=40), seed=seed)
+        task = make_task(**pair(name, n_per_class=20, n_test=40), seed=seed)
         check_task(task, 20, 40)
         assert not set(task.train_indices) & set(task.test_indices)
         assert len(set(task.test_indices)) == 40
@@ -252,38 +253,42 @@ def test_one_split_gives_disjoint_train_and_test(name):
 ])
 def test_too_many_or_unknown(kw, match):
     with pytest.raises(ValueError, match=match):
-        make_task(pair("digits", **kw), seed=0)
+        make_task(**pair("digits", **kw), seed=0)
 
 
 def test_too_many_test_examples_in_separate_split(tmp_path):
     write_mnist(tmp_path, gz=False, n_train=100, n_test=40)  # 4 test images per class
-    make_task(pair(n_per_class=10, n_test=8, root=str(tmp_path)), seed=0)
+    make_task(**pair(n_per_class=10, n_test=8, root=str(tmp_path)), seed=0)
     with pytest.raises(ValueError, match=r"task.n_test=10 is not allowed: at most 8 .*MNIST test split"):
-        make_task(pair(n_per_class=10, n_test=10, root=str(tmp_path)), seed=0)
+        make_task(**pair(n_per_class=10, n_test=10, root=str(tmp_path)), seed=0)
 
 
 def test_config_checks():
     with pytest.raises(ValueError, match="task.n_test"):
-        pair(n_test=3)
+        make_task(**pair(n_test=3))
+    with pytest.raises(ValueError, match="task.n_test"):
+        ImagePairTaskConfig(n_test=3)  # the same rule, before any work
     with pytest.raises(ValueError, match="task.root"):
-        make_task(pair("digits", root="/somewhere"), seed=0)
+        make_task(**pair("digits", root="/somewhere"), seed=0)
     with pytest.raises(ValueError, match="task.n_train is not a key of task=digits"):
-        make_task({"name": "digits", "n_train": 4}, seed=0)
+        make_task("digits", n_train=4, seed=0)
+    with pytest.raises(ValueError, match="task='imagenet' is not allowed: one of"):
+        make_task("imagenet")
 
 
 # ---------- normalisation ----------
 
 def test_normalisations():
-    raw = make_task(pair("digits", n_per_class=30, n_test=20, normalize="none"), seed=1)
+    raw = make_task(**pair("digits", n_per_class=30, n_test=20, normalize="none"), seed=1)
     assert float(raw.x_train.min()) >= 0.0 and float(raw.x_train.max()) <= 1.0 and float(raw.x_train.max()) > 0.9
-    glob = make_task(pair("digits", n_per_class=30, n_test=20, normalize="global"), seed=1)
+    glob = make_task(**pair("digits", n_per_class=30, n_test=20, normalize="global"), seed=1)
     n0 = glob.x_train.shape[1]
     assert abs(float((glob.x_train ** 2).sum(1).mean()) / n0 - 1.0) < 1e-12
     # one scalar for training and test alike: the ratios between the examples' norms survive
     c = float(glob.x_train.norm() / raw.x_train.norm())
     assert torch.allclose(glob.x_train, c * raw.x_train, rtol=1e-12, atol=0)
     assert torch.allclose(glob.x_test, c * raw.x_test, rtol=1e-12, atol=0)
-    per = make_task(pair("digits", n_per_class=30, n_test=20, normalize="per_example"), seed=1)
+    per = make_task(**pair("digits", n_per_class=30, n_test=20, normalize="per_example"), seed=1)
     for x in (per.x_train, per.x_test):
         np.testing.assert_allclose(((x ** 2).sum(1) / n0).numpy(), 1.0, rtol=1e-12)
     assert torch.allclose(per.x_train * raw.x_train.norm(dim=1, keepdim=True) / n0 ** 0.5, raw.x_train, rtol=1e-12)
@@ -294,7 +299,7 @@ def test_blank_images_refused(tmp_path, normalize):
     write_mnist(tmp_path, gz=False)
     write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((60, 4, 4)), 0x803, gz=False)
     with pytest.raises(ValueError, match=f"task.normalize='{normalize}' is not allowed: .*blank"):
-        make_task(pair(root=str(tmp_path), normalize=normalize), seed=0)
+        make_task(**pair(root=str(tmp_path), normalize=normalize), seed=0)
 
 
 # ---------- the embedded default and the full set ----------
@@ -303,7 +308,7 @@ def test_embedded_mnist_default():
     train, test = load_mnist()
     assert train is test and train.pixels.shape == (10_000, 784) and train.pixels.dtype == np.uint8
     assert np.bincount(train.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    task = make_task(ImagePairTaskConfig(), seed=0)  # task=mnist with its defaults: 0/1, 50 per class
+    task = make_task("mnist", seed=0)  # task=mnist with its defaults: 0/1, 50 per class
     check_task(task, 50, 100)
     assert train.labels[task.train_indices].tolist() == [0] * 50 + [1] * 50
     assert "embedded" in task.source and task.x_train.shape[1] == 784
@@ -312,7 +317,7 @@ def test_embedded_mnist_default():
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"no full MNIST set at {SHARED_MNIST}")
 def test_full_mnist_through_root():
     start = time.perf_counter()
-    task = make_task(ImagePairTaskConfig(classes=[4, 9], root=str(SHARED_MNIST)), seed=0)
+    task = make_task("mnist", classes=[4, 9], root=str(SHARED_MNIST), seed=0)
     elapsed = time.perf_counter() - start
     check_task(task, 50, 100)
     train, test = load_mnist(SHARED_MNIST)
@@ -343,7 +348,7 @@ def test_task_config_group(name, schema):
     values = OmegaConf.load(CONF_DIR / "task" / f"{name}.yaml")
     values.pop("defaults")
     assert OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values)) == task_cfg
-    if name in ("synthetic", "digits"):  # no data files needed: the DictConfig itself makes the task
-        assert make_task(cfg.task, seed=0).name == name
+    if name in ("synthetic", "digits"):  # no data files needed: the config makes the task as app.py maps it
+        assert make_task(**task_arguments(task_cfg), seed=0).name == name
     if name == "cifar10":
         assert task_cfg.classes == [3, 5]

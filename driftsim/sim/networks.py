@@ -34,7 +34,22 @@ SIM_DTYPES = ("float32", "float64")  # floating types of simulated ensembles
 
 
 def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
-    """``auto``: CUDA when present, the CPU otherwise; ``cpu``/``cuda`` as asked (CUDA must exist)."""
+    """The torch device of a simulation.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"``: CUDA when present, the CPU otherwise; ``"cpu"``, ``"cuda"`` (or ``"cuda:k"``) as asked.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        When CUDA is asked for and torch sees none.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -137,7 +152,18 @@ class Ensemble:
         return torch.bmm(self.readout.unsqueeze(1), phi_last).squeeze(1).mul_(1 / math.sqrt(self.width))
 
     def forward(self, x: Tensor) -> Forward:
-        """SPEC §1.1 for every network at once: x [P, N0] → Forward (f [E, P] and the layers' h, φ(h))."""
+        """SPEC §1.1 for every network at once.
+
+        Parameters
+        ----------
+        x : Tensor
+            Inputs [P, N0] (cast to the ensemble's dtype and device).
+
+        Returns
+        -------
+        Forward
+            f [E, P] and every layer's h_l, φ(h_l) [E, N, P].
+        """
         x = x.to(dtype=self.dtype, device=self.device)
         E, N, P = self.size, self.width, len(x)
         h = torch.mm(x, self._w1_matrix(self.hidden[0])).mul_(1 / math.sqrt(self.input_dim))
@@ -150,9 +176,21 @@ class Ensemble:
         return Forward(x, hs, phis, self.head(phis[-1]))
 
     def backward(self, fw: Forward, r: Tensor) -> list[Tensor]:
-        """δ_l = ∂L/∂h_l [E, N, P] for L = Σ_μ r_μ f_μ with r [E, P] held fixed (r = f − y: squared loss).
+        """Backward pass: δ_l = ∂L/∂h_l for L = Σ_μ r_μ f_μ with r held fixed (r = f − y: the squared loss).
 
         Column μ only feeds f_μ, so r = 1 gives the per-point derivatives ∂f_μ/∂h_l(x_μ) (used by ``ntk``).
+
+        Parameters
+        ----------
+        fw : Forward
+            The forward pass over P points.
+        r : Tensor
+            Weights of the points [E, P].
+
+        Returns
+        -------
+        list of Tensor
+            δ_1, ..., δ_L, each [E, N, P].
         """
         scale = 1 / math.sqrt(self.width)
         grad_phi = torch.mul(self.readout.unsqueeze(2), r.unsqueeze(1) * scale,  # ∂L/∂φ(h_L), laid out like h_L
@@ -190,7 +228,15 @@ class Ensemble:
     def gradient(self, x: Tensor, y: Tensor) -> list[Tensor]:
         """∇_Θ of the squared loss 1/2 Σ_μ (f(x_μ) − y_μ)² (SPEC §1.2 without the prior term), all networks.
 
-        x [P, N0], y [P] → tensors shaped like ``params``.
+        Parameters
+        ----------
+        x, y : Tensor
+            Inputs [P, N0] and labels [P].
+
+        Returns
+        -------
+        list of Tensor
+            The gradient, laid out like ``params``.
         """
         fw = self.forward(x)
         r = fw.f - y.to(fw.f)
@@ -198,10 +244,20 @@ class Ensemble:
         return self.accumulate_(out, fw, self.backward(fw, r), r, alpha=1.0, beta=0.0)
 
     def ntk(self, x: Tensor) -> Tensor:
-        """Empirical NTK Σ_Θ ∂f(x_μ)/∂Θ · ∂f(x_ν)/∂Θ per network (SPEC §3.2, finite width): [E, P, P].
+        """Empirical NTK Σ_Θ ∂f(x_μ)/∂Θ · ∂f(x_ν)/∂Θ per network (SPEC §3.2, finite width).
 
         Per layer the weight gradient of f_μ is δ_l^μ φ(h_{l−1}^μ)ᵀ / sqrt(N_{l−1}), so the kernel is a sum
         of Hadamard products of Gram matrices; no per-point Jacobian is materialised.
+
+        Parameters
+        ----------
+        x : Tensor
+            Inputs [P, N0].
+
+        Returns
+        -------
+        Tensor
+            [E, P, P].
         """
         fw = self.forward(x)
         deltas = self.backward(fw, torch.ones_like(fw.f))
@@ -218,8 +274,31 @@ def init_ensemble(size: int, input_dim: int, width: int, depth: int, activation:
                   antithetic: bool = False) -> Ensemble:
     """E = ``size`` networks with every weight i.i.d. N(0, σ0²) (SPEC §1.2 initialisation).
 
-    The weights live on ``generator``'s device. Antithetic: networks 2k, 2k+1 share hidden weights and have
-    readouts a, −a (``size`` must be even).
+    Parameters
+    ----------
+    size : int
+        E (sim.ensemble), even when ``antithetic``.
+    input_dim, width, depth : int
+        N0, N and L of SPEC §1.1.
+    activation : str or Activation
+        φ (model.activation).
+    sigma0 : float
+        Initialisation std σ0.
+    generator : torch.Generator
+        Seeds the draw; the weights live on its device.
+    dtype : str or torch.dtype
+        ``float32`` or ``float64``.
+    antithetic : bool
+        Networks 2k, 2k+1 share hidden weights and have readouts a, −a.
+
+    Returns
+    -------
+    Ensemble
+
+    Raises
+    ------
+    ValueError
+        Naming sim.ensemble, model.depth, model.activation or sim.dtype.
     """
     check_ensemble(size, antithetic)
     check_depth(depth)

@@ -77,12 +77,40 @@ class Noise:
             pairs.add_(xi, alpha=std)
 
     def add_(self, t: Tensor, std: float, flip: bool = False) -> Tensor:
-        """t ← t + std·ξ in place (t [E, ...]); ``flip``: the partner of an antithetic pair gets −ξ."""
+        """t ← t + std·ξ in place.
+
+        Parameters
+        ----------
+        t : Tensor
+            [E, ...], one slice per network.
+        std : float
+            The noise's standard deviation.
+        flip : bool
+            The partner of an antithetic pair gets −ξ (readout quantities).
+
+        Returns
+        -------
+        Tensor
+            ``t``.
+        """
         self._add(self._pairs(t), self.normal(t), std, flip)
         return t
 
     def add_params_(self, params: list[Optional[Tensor]], std: float) -> None:
-        """Θ ← Θ + std·ξ for weights laid out like ``Ensemble.params`` (readout last, flipped); None: skipped."""
+        """Θ ← Θ + std·ξ in place for every weight tensor.
+
+        Parameters
+        ----------
+        params : list of Tensor or None
+            Laid out like ``Ensemble.params`` (readout last, flipped in antithetic pairs); None: skipped.
+        std : float
+            The noise's standard deviation.
+
+        Raises
+        ------
+        RuntimeError
+            When a prefetching Noise is given another list of tensors than on its first call.
+        """
         live = [(i == len(params) - 1, p) for i, p in enumerate(params) if p is not None]
         if self._worker is None:
             for flip, p in live:
@@ -124,7 +152,13 @@ class Noise:
 @contextmanager
 def leave_a_core(noise: Noise):
     """Context: while ``noise`` prefetches on its worker thread, torch's intra-op pool gets one thread fewer
-    (an oversubscribed OpenMP pool stalls badly: 10-20x slower steps measured on 2 cores)."""
+    (an oversubscribed OpenMP pool stalls badly: 10-20x slower steps measured on 2 cores).
+
+    Parameters
+    ----------
+    noise : Noise
+        The noise source of the run; without prefetching the pool is left as it is.
+    """
     threads = torch.get_num_threads()
     if noise.prefetching and threads > 1:
         torch.set_num_threads(threads - 1)

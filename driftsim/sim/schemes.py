@@ -55,16 +55,49 @@ class Scheme(NamedTuple):
 
 
 def init_state(net: Ensemble, generator: torch.Generator, t: float = 0.0, prefetch: bool = False) -> State:
-    """The state every scheme starts from; ``generator`` must live on the ensemble's device."""
+    """The state every scheme starts from.
+
+    Parameters
+    ----------
+    net : Ensemble
+        The weights (advanced in place by the scheme).
+    generator : torch.Generator
+        The noise's generator, on the ensemble's device.
+    t : float
+        The starting time.
+    prefetch : bool
+        Draw the next step's noise on a worker thread (CPU).
+
+    Returns
+    -------
+    State
+    """
     return State(net, float(t), Noise(net.antithetic, generator, prefetch))
 
 
 def prior_coefficients(kind: str, prior: Prior, h: float) -> tuple[float, float]:
-    """(decay, std) of one step θ ← decay·θ + std·ξ of the prior part dθ = −γθ dt + sqrt(2T) dB over h.
+    """One step θ ← decay·θ + std·ξ of the prior part dθ = −γθ dt + sqrt(2T) dB over h.
 
-    ``ou``: exact, SPEC §2 (e^(−γh), sqrt(σ²(1 − e^(−2γh)))), the same transition as ``Prior.transition``;
-    ``euler``: Euler–Maruyama (1 − γh, sqrt(2Th)); ``mpl``: the proximal AR(1) of SPEC §1.3 with λ = 1/h,
-    (κ, sqrt(v)) = (1/(1 + γh), sqrt(2Th/(1 + γh))).
+    Parameters
+    ----------
+    kind : str
+        ``"ou"``: exact, SPEC §2 (e^(−γh), sqrt(σ²(1 − e^(−2γh)))), the transition of ``Prior.coefficients``;
+        ``"euler"``: Euler–Maruyama (1 − γh, sqrt(2Th)); ``"mpl"``: the proximal AR(1) of SPEC §1.3 with
+        λ = 1/h, (κ, sqrt(v)) = (1/(1 + γh), sqrt(2Th/(1 + γh))).
+    prior : Prior
+        T and σ (γ = T/σ²).
+    h : float
+        The step.
+
+    Returns
+    -------
+    (float, float)
+        (decay, std).
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind.
     """
     g, T = prior.gamma, prior.T
     if kind == "ou":
@@ -97,13 +130,36 @@ def _gradient_scheme(x: Tensor, y: Tensor, prior: Prior, kind: str) -> Scheme:
 def langevin(x: Tensor, y: Tensor, prior: Prior) -> Scheme:
     """SPEC §8 split scheme: Θ ← e^(−γh)Θ − h∇L(Θ) + sqrt(σ²(1 − e^(−2γh))) ξ, weak order 1.
 
-    x [P, N0], y [P] in the ensemble's dtype and device; L = 1/2 Σ_μ (f_μ − y_μ)².
+    Parameters
+    ----------
+    x, y : Tensor
+        Training inputs [P, N0] and labels [P] in the ensemble's dtype and device; L = 1/2 Σ_μ (f_μ − y_μ)².
+    prior : Prior
+        T, σ of the dynamics (SPEC §1.4).
+
+    Returns
+    -------
+    Scheme
+        ``name="langevin"``, ``order=1``.
     """
     return _gradient_scheme(x, y, prior, "ou")
 
 
 def euler(x: Tensor, y: Tensor, prior: Prior) -> Scheme:
-    """SPEC §8 Euler–Maruyama: Θ ← Θ − h∇E(Θ) + sqrt(2Th) ξ, E the cost of §1.2; x [P, N0], y [P]."""
+    """SPEC §8 Euler–Maruyama: Θ ← Θ − h∇E(Θ) + sqrt(2Th) ξ, E the cost of §1.2, weak order 1.
+
+    Parameters
+    ----------
+    x, y : Tensor
+        Training inputs [P, N0] and labels [P] in the ensemble's dtype and device.
+    prior : Prior
+        T, σ of the dynamics (SPEC §1.4).
+
+    Returns
+    -------
+    Scheme
+        ``name="euler"``, ``order=1``.
+    """
     return _gradient_scheme(x, y, prior, "euler")
 
 
@@ -116,7 +172,26 @@ def mpl_readout_draw(activity: Tensor, y: Tensor, a_prev: Tensor, lam: float, pr
     N(A⁻¹(By + λ a_prev), 2T A⁻¹), A = c I + BBᵀ, c = λ + γ. Drawn as A⁻¹(B(y + sqrt(2T) η) + λ a_prev
     + sqrt(2Tc) ξ) (covariance 2T A⁻¹(cI + BBᵀ)A⁻¹ = 2T A⁻¹), A⁻¹ by Woodbury with a P×P Cholesky
     factor.
-    y [P], a_prev [E, N] → a [E, N].
+
+    Parameters
+    ----------
+    activity : Tensor
+        φ(h_L) [E, N, P] at the training points.
+    y : Tensor
+        Labels [P].
+    a_prev : Tensor
+        The readout of the previous step [E, N].
+    lam : float
+        λ = 1/h.
+    prior : Prior
+        T, σ.
+    noise : Noise
+        Draws η [E, P] and ξ [E, N] (flipped in antithetic pairs).
+
+    Returns
+    -------
+    Tensor
+        The readout a [E, N].
     """
     E, N, P = activity.shape
     T, c = prior.T, lam + prior.gamma
@@ -148,7 +223,22 @@ def mpl(x: Tensor, y: Tensor, prior: Prior, inner_steps: int = 2) -> Scheme:
        readout, with proposal W' ~ N(κW_p − ∇_W L(W)/c, v I) (exact for the Gaussian part, so acceptance
        → 1 as λ grows), then step 2 again.
     Steps 2–3 leave the transition density invariant, so more inner steps only remove the O(λ⁻²) error of
-    step 1. ``state.stats`` counts MALA proposals and acceptances. x [P, N0], y [P].
+    step 1. ``state.stats`` counts MALA proposals and acceptances. Against the Langevin SDE of §1.4 a step
+    is O(λ⁻²) off: weak order 1 in h = 1/λ.
+
+    Parameters
+    ----------
+    x, y : Tensor
+        Training inputs [P, N0] and labels [P] in the ensemble's dtype and device.
+    prior : Prior
+        T, σ.
+    inner_steps : int
+        MALA sweeps per step (dynamics.mpl_inner_steps).
+
+    Returns
+    -------
+    Scheme
+        ``name="mpl"``, ``order=1``.
     """
     T, gamma = prior.T, prior.gamma
 
@@ -206,7 +296,13 @@ def mpl(x: Tensor, y: Tensor, prior: Prior, inner_steps: int = 2) -> Scheme:
 
 
 def substeps(span: float, dt: float) -> tuple[int, float]:
-    """Equal steps no longer than dt that land exactly on the end of ``span``: (n, span/n)."""
+    """Equal steps no longer than dt that land exactly on the end of ``span``.
+
+    Returns
+    -------
+    (int, float)
+        (n, span/n) with n = ⌈span/dt⌉ (at least 1).
+    """
     n = max(1, math.ceil(span / dt - 1e-9))
     return n, span / n
 
@@ -217,6 +313,22 @@ def prior_drift(prior: Prior, kind: str = "ou", lam: Optional[float] = None, rea
     A step covers any interval Δ exactly. ``ou``: one exact Ornstein–Uhlenbeck transition (SPEC §2);
     ``mpl``: the ⌈λΔ⌉ equal proximal AR(1) steps of SPEC §1.3 composed in closed form,
     κ_Δ = κ^n, v_Δ = v (1 − κ^(2n)) / (1 − κ²).
+
+    Parameters
+    ----------
+    prior : Prior
+        T, σ.
+    kind : str
+        ``"ou"`` or ``"mpl"``.
+    lam : float, optional
+        λ of the MPL chain (``kind="mpl"``).
+    readout : bool
+        Move the readout too (protocol.freeze=none).
+
+    Returns
+    -------
+    Scheme
+        ``order=inf`` for ``ou`` (exact), 1 for ``mpl`` (against the continuous OU process).
     """
     def step(state: State, span: float) -> State:
         if kind == "mpl":

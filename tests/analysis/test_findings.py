@@ -110,7 +110,7 @@ def test_depth_amplifies_sigma_effects_and_erf_gap_exceeds_relu():
 def mnist_drift(classes: tuple[int, int], activation: str):
     """Theory on an MNIST pair (50 per class, global normalisation), readout frozen at the NNGP
     equilibrium; returns (drift decoding of the training examples, drift predictor [m, P], labels)."""
-    task = make_task({"name": "mnist", "classes": list(classes), "n_per_class": 50, "n_test": 0}, seed=0)
+    task = make_task("mnist", classes=list(classes), n_per_class=50, n_test=0, seed=0)
     t_end = equilibrium_time(1e-3, 1.0)
     r = solve(task.x_train, task.y_train, task.x_test, depth=1, activation=activation, prior=Prior(1e-3, 1.0, 1.0),
               t_learn=record_times(t_end, 20), t0=t_end, t_drift=record_times(t_end, 30), tol=1e-3, progress=False)

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from driftsim.activations import get_activation
-from driftsim.config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
 from driftsim.sim.noise import Noise
 from driftsim.sim.schemes import euler, langevin, mpl, mpl_readout_draw, prior_coefficients, prior_drift
 from driftsim.sim.simulate import simulate
@@ -22,16 +21,6 @@ from driftsim.theory.mean import solve
 from driftsim.times import record_times
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """Many small ops per step: on a small shared machine an OpenMP pool that loses its cores to other
-    processes stalls (10x slower steps measured on 2 busy cores); one thread is robust."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -203,11 +192,11 @@ def _small_run(scheme="langevin", dt=0.02, lam=50.0, seed=0, antithetic=True, t0
                progress=False, inner=2):
     """Synthetic task (P = 4), depth 1, T = 0.25 (γ = 0.25), σ = σ0 = 1."""
     task = synthetic_task(4, 0.75)
-    dyn = DynamicsConfig(T=0.25, sigma=1.0, sigma0=1.0, scheme=scheme, dt=dt, lam=lam, mpl_inner_steps=inner)
     t_drift = record_times(drift_end, 6, t_first=0.1) if t0 is not None else None
-    return simulate(task, ModelConfig(1, activation, width), dyn, ProtocolConfig(t0=t0, freeze=freeze),
-                    SimConfig(ensemble=ensemble, antithetic=antithetic, activity_units=units, dtype=dtype),
-                    record_times(t_end, 8, t_first=0.1), t_drift, seed=seed, progress=progress)
+    return simulate(task.x_train, task.y_train, task.x_test, depth=1, activation=activation, width=width,
+                    prior=Prior(0.25, 1.0, 1.0), t_learn=record_times(t_end, 8, t_first=0.1), t0=t0, t_drift=t_drift,
+                    freeze=freeze, scheme=scheme, dt=dt, lam=lam, mpl_inner_steps=inner, ensemble=ensemble,
+                    dtype=dtype, antithetic=antithetic, activity_units=units, seed=seed, progress=progress)
 
 
 def _gap(a, b) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,17 +287,18 @@ def test_bad_arguments_are_named(bad):
     task = synthetic_task(4, 0.75)
     kwargs = dict(t_learn=torch.tensor([0.0, 1.0]), t_drift=None)
     kwargs.update({k: v for k, v in bad.items() if k in ("t_learn", "t_drift")})
-    protocol = ProtocolConfig(t0=bad.get("t0"))
     with pytest.raises(ValueError, match="t_drift|t_learn|activity_units"):
-        simulate(task, ModelConfig(1, "relu", 16), DynamicsConfig(T=0.25), protocol,
-                 SimConfig(ensemble=4, activity_units=bad.get("units", 0)), seed=0, progress=False, **kwargs)
+        simulate(task.x_train, task.y_train, task.x_test, depth=1, activation="relu", width=16,
+                 prior=Prior(0.25, 1.0, 1.0), t0=bad.get("t0"), ensemble=4, activity_units=bad.get("units", 0),
+                 seed=0, progress=False, **kwargs)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_run_returns_cpu_records():
-    res = simulate(synthetic_task(4, 0.75), ModelConfig(1, "relu", 64), DynamicsConfig(T=0.25, dt=0.02),
-                   ProtocolConfig(), SimConfig(ensemble=16), record_times(1.0, 4), None, seed=0, device="cuda",
-                   progress=False)
+    task = synthetic_task(4, 0.75)
+    res = simulate(task.x_train, task.y_train, task.x_test, depth=1, activation="relu", width=64,
+                   prior=Prior(0.25, 1.0, 1.0), t_learn=record_times(1.0, 4), dt=0.02, ensemble=16, seed=0,
+                   device="cuda", progress=False)
     assert res.info["device"].startswith("cuda") and res.learn.f_test.device.type == "cpu"
 
 
@@ -344,9 +334,9 @@ def test_ensemble_mean_follows_the_theory(depth, activation, sigma0, sigma, T, d
     t_learn, t_drift = record_times(t_end, 20, t_first=0.05), record_times(t_end, 10, t_first=0.1)
     theory = solve(task.x_train, task.y_train, task.x_test, depth=depth, activation=activation, prior=prior,
                    t_learn=t_learn, t0=t0, t_drift=t_drift, progress=False)
-    res = simulate(task, ModelConfig(depth, activation, WIDTH), DynamicsConfig(T=T, sigma=sigma, sigma0=sigma0, dt=dt),
-                   ProtocolConfig(t0=t0), SimConfig(ensemble=ENSEMBLE, antithetic=True), t_learn, t_drift, seed=11,
-                   progress=False)
+    res = simulate(task.x_train, task.y_train, task.x_test, depth=depth, activation=activation, width=WIDTH,
+                   prior=prior, t_learn=t_learn, t0=t0, t_drift=t_drift, dt=dt, ensemble=ENSEMBLE, antithetic=True,
+                   seed=11, progress=False)
     for phase, sim, want in [("learn", res.learn, theory.learn.f_test), ("drift", res.drift, theory.drift.f_test)]:
         mean, se = _mean_and_se(sim.f_test, True)
         gap = (mean - want).abs()

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from scipy import integrate, stats
 
-from driftsim.config import DriftsimConfig, DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
+from driftsim.config import DriftsimConfig
 from driftsim.analysis.decode import decode_theory, network_accuracy
 from driftsim.theory.expansion import expand
 from driftsim.theory import covariance, discretisation
@@ -167,8 +167,9 @@ def test_langevin_ensembles_have_the_predicted_gaussian(s0):
                  t_learn=t_learn, t0=t0, t_drift=t_drift, progress=False)
     cov = predictor_covariance(task.x_train, task.x_test, depth=1, activation="relu", prior=prior,
                                t_learn=t_learn, t0=t0, t_drift=t_drift, discretisation=mean.discretisation)
-    sim = simulate(task, ModelConfig(1, "relu", WIDTH), DynamicsConfig(T=0.2, sigma=1.0, sigma0=s0, dt=0.025),
-                   ProtocolConfig(t0=t0), SimConfig(ensemble=ENSEMBLE), t_learn, t_drift, seed=3, progress=False)
+    sim = simulate(task.x_train, task.y_train, task.x_test, depth=1, activation="relu", width=WIDTH,
+                   prior=prior, t_learn=t_learn, t0=t0, t_drift=t_drift, dt=0.025, ensemble=ENSEMBLE,
+                   seed=3, progress=False)
     dof = ENSEMBLE - 1
     lo, hi = stats.chi2.ppf([0.0005, 0.9995], dof) / dof
     slack = 4.0 / WIDTH
