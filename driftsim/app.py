@@ -142,7 +142,7 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
         log.info("decoding %s/%s: accuracy %.2f at the start, %.2f at the end", source, phase,
                  d.accuracy[0], d.accuracy[-1])
     return store.write_run(out, config=config_yaml, seed=conf.seed, task=task, theory=theory, sim=sim,
-                           decoding=decoding)
+                           decoding=decoding, versions={"hydra": hydra.__version__})
 
 
 def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]) -> dict[str, store.Run]:

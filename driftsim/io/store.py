@@ -8,7 +8,8 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
 
     /                          attrs: schema = "driftsim/1", driftsim_version, config (resolved YAML of
                                the run's Hydra config), seed, created (ISO 8601, UTC),
-                               versions (+, JSON: python, numpy, torch, h5py, hydra)
+                               versions (+, JSON: python, numpy, torch, h5py, and the caller's additions:
+                               the app adds its config library's)
     /task/x_train [P,N0], y_train [P], x_test [Q,N0], y_test [Q]
                                attrs: name, classes, indices (training examples' indices in the source
                                set), test_indices (+), source (+, where the data came from)
@@ -109,11 +110,10 @@ def _put(group: h5py.Group, name: str, value, timed: bool = False) -> None:
     group.create_dataset(name, data=a, chunks=chunks, compression="gzip", compression_opts=4, shuffle=True)
 
 
-def _versions() -> str:
-    import hydra
+def _versions(extra: dict[str, str]) -> str:
     import torch
     return json.dumps({"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                       "h5py": h5py.__version__, "hydra": hydra.__version__})
+                       "h5py": h5py.__version__, **extra})
 
 
 def _write_task(h5: h5py.File, task) -> None:
@@ -187,12 +187,12 @@ def _write_decoding(h5: h5py.File, decoding: dict) -> None:
 
 
 def write_run(path: PathLike, *, config: str, seed: int, task, theory=None, sim=None,
-              decoding: Optional[dict] = None) -> Path:
+              decoding: Optional[dict] = None, versions: Optional[dict[str, str]] = None) -> Path:
     """Write one run atomically to ``path`` (schema driftsim/1, layout in the module docstring).
 
     config: the resolved YAML of the run's config; task: a ``driftsim.tasks.Task``; theory: a
-    ``TheoryResult``; sim: a ``SimResult``; decoding: {(source, phase): ``decode.PhaseDecoding``}.
-    Returns the final path.
+    ``TheoryResult``; sim: a ``SimResult``; decoding: {(source, phase): ``decode.PhaseDecoding``};
+    versions: {library: version} recorded besides python, numpy, torch and h5py. Returns the final path.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def write_run(path: PathLike, *, config: str, seed: int, task, theory=None, sim=
             h5.attrs["config"] = config
             h5.attrs["seed"] = int(seed)
             h5.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            h5.attrs["versions"] = _versions()
+            h5.attrs["versions"] = _versions(versions or {})
             _write_task(h5, task)
             if theory is not None:
                 _write_theory(h5, theory)
@@ -257,7 +257,7 @@ def _check_header(h5: h5py.File, path: Path) -> dict:
         config = OmegaConf.to_container(OmegaConf.create(str(h5.attrs["config"])))
         mode, t0 = config["mode"], config["protocol"]["t0"]
     except Exception as e:  # a missing or unparsable config is a damaged file
-        raise StoreError(f"{path}: root attribute 'config' is missing or not a driftsim config ({e})") from e
+        raise StoreError(f"{path}: root attribute 'config' is missing or not the config of a driftsim run ({e})") from e
     missing = [p for p in required_paths(mode, t0 is not None) if p not in h5]
     if missing:
         raise StoreError(f"{path} is not a complete driftsim run (mode={mode}): missing {missing}")
