@@ -1,7 +1,8 @@
 """Structured configs (DESIGN.md "Config keys"), registered with Hydra's ConfigStore.
 
-Hydra/OmegaConf reject unknown keys and wrong types; ``__post_init__`` checks the ranges, so that
-``OmegaConf.to_object(cfg)`` fails before any work with a message naming the key and what is allowed.
+Hydra/OmegaConf reject unknown keys and wrong types; ``__post_init__`` checks the ranges with the rules of
+``validation.py`` (the same the domain functions run on their arguments), so that ``OmegaConf.to_object(cfg)``
+fails before any work with a message naming the key and what is allowed.
 """
 from __future__ import annotations
 
