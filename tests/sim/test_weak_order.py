@@ -58,8 +58,10 @@ def _moment(scheme, net: Ensemble, x_all: torch.Tensor, h: float) -> torch.Tenso
 
 @pytest.mark.parametrize("make", [langevin, euler], ids=["langevin", "euler"])
 def test_weak_error_falls_at_the_declared_order(make):
-    """Measured: slopes 1.06 (langevin) and 1.07 (euler); errors 0.012, 0.025, 0.050 (langevin) and 0.017,
-    0.037, 0.076 (euler), each 16–20 standard errors. A slope within 0.3 of the order tells 1 from 0.5 and 2."""
+    """Measured: slopes 1.06 (langevin) and 1.07 (euler), 1.04–1.07 over three initial ensembles; errors
+    0.012, 0.025, 0.050 (langevin) and 0.017, 0.037, 0.076 (euler), each 16–20 standard errors. The margin
+    0.15 tells order 1 from 0.5 and 2, and from Euler–Maruyama with its noise off by a factor 1 + sqrt(dt)
+    (error O(sqrt(dt)) + O(dt): slope 0.76)."""
     task = synthetic_task(2, 0.75)
     prior = Prior(T=0.5, sigma=1.0, sigma0=1.0)
     x_all = torch.cat([task.x_train, task.x_test])
@@ -77,4 +79,4 @@ def test_weak_error_falls_at_the_declared_order(make):
     assert (np.sign(errors) == np.sign(errors[0])).all(), errors
     assert (np.abs(errors) > 8 * ses).all(), (errors, ses)  # the slope is not made by Monte-Carlo noise
     slope = np.polyfit(np.log(STEPS), np.log(np.abs(errors)), 1)[0]
-    assert abs(slope - scheme.order) < 0.3, (slope, errors, ses)
+    assert abs(slope - scheme.order) < 0.15, (slope, errors, ses)
