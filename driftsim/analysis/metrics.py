@@ -161,8 +161,10 @@ def _halves(r: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
 
 
 def _other(a: xr.DataArray) -> xr.DataArray:
-    """``a`` along ``session_other`` (time → ``time_other``), to broadcast against ``a`` itself."""
-    return a.rename(session="session_other", time="time_other")
+    """``a`` along ``session_other``, its session coordinates renamed name → name_other (time → time_other),
+    to broadcast against ``a`` itself."""
+    along = {n: f"{n}_other" for n, c in a.coords.items() if "session" in c.dims and n != "session"}
+    return a.rename({"session": "session_other", **along})
 
 
 def _flat(a: xr.DataArray, dim: str) -> xr.DataArray:
@@ -182,12 +184,14 @@ def _session_pairs(a: xr.DataArray, dim: str, keep: xr.DataArray | None = None) 
     b = _other(a)
     rows = []
     for i in range(a.sizes["session"]):
-        x, y = a.isel(session=i), b
+        x, y = a.isel(session=i, drop=True), b
         if keep is not None:
-            both = keep.isel(session=i) & _other(keep)
+            both = keep.isel(session=i, drop=True) & _other(keep)
             x, y = x.where(both), y.where(both)
         rows.append(_corr(x, y, dim))
-    return xr.concat(rows, dim="session").transpose("session", "session_other", ...)
+    session = {n: c for n, c in a.coords.items() if c.dims == ("session",)}
+    pairs = xr.concat(rows, dim="session", coords="minimal", compat="override", join="exact")
+    return pairs.assign_coords(session).transpose("session", "session_other", ...)
 
 
 def _first_nan(a: xr.DataArray) -> dict | None:
@@ -434,7 +438,8 @@ def rsa_stability(responses: xr.DataArray, normalise: bool = True) -> xr.DataArr
     Returns
     -------
     xarray.DataArray
-        [S, S] (``session``, ``session_other``); normalised, attrs ``split_half`` [S] holds w_s.
+        [S, S] (``session``, ``session_other``); normalised, attrs ``split_half`` [S] holds w_s, and the
+        pairs with a session whose w_s ≤ 0 (no structure reproducible within it) are NaN.
     """
     r = check_responses(responses)
     if normalise and TRIAL in r.dims:
@@ -446,11 +451,8 @@ def rsa_stability(responses: xr.DataArray, normalise: bool = True) -> xr.DataArr
     if normalise and TRIAL in r.dims:
         even, odd = (_triangles(h.values) for h in _halves(r))
         split = np.diag(_cross_corr(even, odd))
-        if (split <= 0).any():
-            raise ValueError(f"the split-half similarity structure of session {int(np.argmin(split))} does not "
-                             f"correlate with itself (w = {split.min():.3g} <= 0): normalisation is undefined; "
-                             f"pass normalise=False")
-        values = 0.5 * (_cross_corr(even, odd) + _cross_corr(odd, even)) / np.sqrt(np.outer(split, split))
+        reliable = np.where(split > 0, split, np.nan)  # no reproducible structure within the session
+        values = 0.5 * (_cross_corr(even, odd) + _cross_corr(odd, even)) / np.sqrt(np.outer(reliable, reliable))
         attrs.update(normalised=1, split_half=split)
     else:
         tri = _triangles(_trial_mean(r).values)

@@ -187,6 +187,13 @@ def test_rsa_stability_normalised_by_the_split_half_structure():
     np.testing.assert_allclose(out.values, want, atol=1e-12)
     np.testing.assert_allclose(out.attrs["split_half"], split, atol=1e-12)
     np.testing.assert_allclose(np.diag(out.values), 1.0)
+    # session 2 shuffled into noise whose halves happen to anti-correlate (w = −0.23): no normalised value
+    noise = v.copy()
+    noise[2] = np.random.default_rng(4).permutation(noise[2].reshape(-1)).reshape(noise[2].shape)
+    unreliable = m.rsa_stability(m.as_responses(noise))
+    assert unreliable.attrs["split_half"][2] < 0
+    assert np.isnan(unreliable.values[2]).all() and np.isnan(unreliable.values[:, 2]).all()
+    assert np.isfinite(np.delete(np.delete(unreliable.values, 2, 0), 2, 1)).all()
 
 
 # --- Marks & Goard -------------------------------------------------------------------------------------
