@@ -19,6 +19,8 @@ Sources, with the public code each definition was checked against:
   (StabilityProcessor.m): the representational drift index.
 - Aitken, Garrett, Olsen & Mihalas 2022, PLoS Comput Biol 18:e1010716: drift geometry (their Eqs 1, 9,
   10, 12) and the relative cross-accuracy (Eq 14).
+- Rule & O'Leary 2022, PNAS 119:e2106692119 — ``michaelerule/selfhealingcodes``: a decoder fixed on the
+  first day against decoders cross-validated on each day.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ DEITCH = ("Deitch, Rubin & Ziv 2021, Curr Biol 31:4327 "
 MARKS_GOARD = ("Marks & Goard 2021, Nat Commun 12:5169 "
                "(ucsb-goard-lab/Representational-Drift-Project, StabilityProcessor.m)")
 AITKEN = "Aitken, Garrett, Olsen & Mihalas 2022, PLoS Comput Biol 18:e1010716"
+RULE = "Rule & O'Leary 2022, PNAS 119:e2106692119 (michaelerule/selfhealingcodes)"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -542,9 +545,9 @@ def _groups(r: xr.DataArray, s: int, group: str) -> np.ndarray:
     raise ValueError(f"group must be 'stimulus' or 'session'; got {group!r}")
 
 
-def _pca(members: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per group (members [G, m, C]): variance ratios v [G, N], principal directions [G, N, C] and the
-    participation ratio D = (Σ v)² / Σ v² [G] (Aitken et al. Eq 1)."""
+def _pca(members: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (members [G, m, C]): principal directions [G, N, C], by variance, and the participation
+    ratio D = (Σ v)² / Σ v² [G] of the variance ratios v (Aitken et al. Eq 1)."""
     flat = (np.ptp(members, axis=1) == 0).all(axis=-1)
     if flat.any():
         raise ValueError(f"stimulus group {int(np.argmax(flat))} of session {s} has no variance across its members: "
@@ -552,7 +555,7 @@ def _pca(members: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     centred = members - members.mean(axis=1, keepdims=True)
     _, sv, directions = np.linalg.svd(centred, full_matrices=False)
     v = sv**2 / (sv**2).sum(axis=-1, keepdims=True)
-    return v, directions, 1.0 / (v**2).sum(axis=-1)
+    return directions, 1.0 / (v**2).sum(axis=-1)
 
 
 def _dimension(D: np.ndarray) -> np.ndarray:
@@ -580,7 +583,7 @@ def participation_ratio(responses: xr.DataArray, session: int, group: str = "sti
     """
     r = check_responses(responses)
     s = _session_index(r, session)
-    return float(np.mean(_pca(_groups(r, s, group), s)[2]))
+    return float(np.mean(_pca(_groups(r, s, group), s)[1]))
 
 
 def drift_geometry(responses: xr.DataArray, s0: int = 0, s1: int = -1, group: str = "stimulus") -> dict:
@@ -610,8 +613,8 @@ def drift_geometry(responses: xr.DataArray, s0: int = 0, s1: int = -1, group: st
     r = check_responses(responses)
     i0, i1 = _session_index(r, s0), _session_index(r, s1)
     m0, m1 = _groups(r, i0, group), _groups(r, i1, group)
-    _, w0, D0 = _pca(m0, i0)
-    _, w1, D1 = _pca(m1, i1)
+    w0, D0 = _pca(m0, i0)
+    w1, D1 = _pca(m1, i1)
     k0, k1 = _dimension(D0), _dimension(D1)
     mean0, mean1 = m0.mean(axis=1), m1.mean(axis=1)
     d = mean1 - mean0
@@ -648,7 +651,8 @@ def _labels(r: xr.DataArray, labels) -> np.ndarray:
 
 
 def decoders(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int = 0) -> xr.Dataset:
-    """Fixed and retrained population decoders (Deitch, Rubin & Ziv 2021; Aitken et al. 2022, Eq 14): a
+    """Fixed and retrained population decoders (Rule & O'Leary 2022, michaelerule/selfhealingcodes: one
+    fixed decoder against same-day cross-validated ones; Aitken et al. 2022, Eq 14: a(s→s′)/a(s′→s′)): a
     :class:`~driftsim.analysis.decode.LinearDecoder` (standardised logistic regression) reads the class of a
     stimulus from one response vector. Samples are (stimulus, trial) pairs with the stimulus's label; with
     no trials each stimulus is one sample.
@@ -690,7 +694,7 @@ def decoders(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int 
     at_first = LinearDecoder().fit(samples[0], y)
     fixed = np.array([retrained[0]] + [at_first.score(x, y) for x in samples[1:]])
     coords = {n: c for n, c in r.coords.items() if c.dims == ("session",)}
-    source = f"{DEITCH}; {AITKEN}"
+    source = f"{RULE}; {AITKEN}"
     return xr.Dataset(
         {"fixed": ("session", fixed, {"long_name": "accuracy of the decoder fitted on session 0", "source": source}),
          "retrained": ("session", retrained, {"long_name": "cross-validated accuracy within the session",
@@ -747,7 +751,8 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
         skipped.append("decoders: no labels")
     if trials:
         rdi = drift_index(r)
-        out["drift_index"] = rdi.mean("cell", keep_attrs=True)
+        out["drift_index"] = rdi.mean("cell", keep_attrs=True).assign_attrs(
+            long_name="representational drift index against session 0, mean over cells")
         varies = bool((r.max(TRIAL) > r.min(TRIAL)).any("cell").all())
         if varies:
             S = r.sizes["session"]

@@ -457,6 +457,24 @@ def _flat_stimulus():
     return m.as_responses(v)
 
 
+def _same_rates():
+    v = _good()
+    v[1] = v[1, :1]  # every cell responds as cell 0 in session 1
+    return m.as_responses(v)
+
+
+def _flat_tuning():
+    v = _good()
+    v[1] = np.arange(8)[:, None, None] + 1.0  # each cell's responses equal over stimuli in session 1
+    return m.as_responses(v)
+
+
+def _flat_even_trials():
+    v = _good()
+    v[0, :, :, 1::2] = 2.0
+    return m.as_responses(v)
+
+
 def _silent_session():
     v = _good()
     v[2, 1:] = 0.0
@@ -502,6 +520,11 @@ BAD = [
     ("reduce", lambda: m.tuning_correlation(m.as_responses(_good()), reduce="mode"), ValueError, "reduce"),
     ("floor", lambda: m.drift_index(m.as_responses(_good()), floor=0), ValueError, "floor"),
     ("flat population vector", lambda: m.similarity(_flat_stimulus()), ValueError, "stimulus 2 in session 1"),
+    ("flat population vector, PV", lambda: m.pv_correlation(_flat_stimulus()), ValueError,
+     "constant over the cells kept"),
+    ("equal mean rates", lambda: m.rate_correlation(_same_rates()), ValueError, "same mean response in session 1"),
+    ("no tuned cell", lambda: m.tuning_correlation(_flat_tuning()), ValueError, "no cell has a non-constant"),
+    ("no reliable cell", lambda: m.drift_index(_flat_even_trials()), ValueError, "every cell"),
     ("too few active cells", lambda: m.pv_correlation(_silent_session()), ValueError, "active cells"),
     ("elapsed curve of a non-matrix", lambda: m.elapsed_curve(m.as_responses(_good())), ValueError,
      "'session_other'"),
