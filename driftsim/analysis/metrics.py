@@ -163,6 +163,11 @@ def _halves(r: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     return r.isel({TRIAL: slice(1, None, 2)}).mean(TRIAL), r.isel({TRIAL: slice(0, None, 2)}).mean(TRIAL)
 
 
+def _along(a: xr.DataArray, dim: str) -> dict:
+    """a's coordinates that lie along ``dim`` alone (e.g. time and session ids along session)."""
+    return {n: c for n, c in a.coords.items() if c.dims == (dim,)}
+
+
 def _other(a: xr.DataArray) -> xr.DataArray:
     """``a`` along ``session_other``, its session coordinates renamed name → name_other (time → time_other),
     to broadcast against ``a`` itself."""
@@ -192,9 +197,8 @@ def _session_pairs(a: xr.DataArray, dim: str, keep: xr.DataArray | None = None) 
             both = keep.isel(session=i, drop=True) & _other(keep)
             x, y = x.where(both), y.where(both)
         rows.append(_corr(x, y, dim))
-    session = {n: c for n, c in a.coords.items() if c.dims == ("session",)}
     pairs = xr.concat(rows, dim="session", coords="minimal", compat="override", join="exact")
-    return pairs.assign_coords(session).transpose("session", "session_other", ...)
+    return pairs.assign_coords(_along(a, "session")).transpose("session", "session_other", ...)
 
 
 def _first_nan(a: xr.DataArray) -> dict | None:
@@ -370,7 +374,7 @@ def _similarity_values(pv: np.ndarray) -> np.ndarray:
 
 def _stimulus_coords(a: xr.DataArray) -> dict:
     """a's coordinates along ``stimulus`` alone, and the same along ``stimulus_other`` (name_other)."""
-    own = {name: c for name, c in a.coords.items() if c.dims == ("stimulus",)}
+    own = _along(a, "stimulus")
     other = {("stimulus_other" if name == "stimulus" else f"{name}_other"): ("stimulus_other", c.values)
              for name, c in own.items()}
     return {**own, **other}
@@ -394,9 +398,8 @@ def similarity(responses: xr.DataArray) -> xr.DataArray:
     r = check_responses(responses)
     _stimuli(r, 2, "a similarity matrix")
     pv = _trial_mean(r)
-    coords = {name: c for name, c in pv.coords.items() if c.dims == ("session",)}
     return xr.DataArray(_similarity_values(pv.values), dims=("session", "stimulus", "stimulus_other"),
-                        coords={**coords, **_stimulus_coords(pv)}, name="similarity",
+                        coords={**_along(pv, "session"), **_stimulus_coords(pv)}, name="similarity",
                         attrs={"long_name": "stimulus x stimulus correlation of population vectors",
                                "definition": "corr over cells of X_s[:, x] and X_s[:, x']", "source": DEITCH})
 
@@ -466,7 +469,7 @@ def rsa_stability(responses: xr.DataArray, normalise: bool = True) -> xr.DataArr
 
 def _session_matrix(values: np.ndarray, r: xr.DataArray, name: str, attrs: dict) -> xr.DataArray:
     """[S, S] values as a (session, session_other) DataArray carrying r's session coordinates."""
-    coords = {n: c for n, c in r.coords.items() if c.dims == ("session",)}
+    coords = _along(r, "session")
     other = {(n + "_other" if n != "session" else "session_other"): ("session_other", c.values)
              for n, c in coords.items()}
     return xr.DataArray(values, dims=("session", "session_other"), coords={**coords, **other}, name=name,
@@ -693,14 +696,13 @@ def decoders(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int 
     retrained = np.array([cross_val_score(LinearDecoder(), x, y, cv=folds).mean() for x in samples])
     at_first = LinearDecoder().fit(samples[0], y)
     fixed = np.array([retrained[0]] + [at_first.score(x, y) for x in samples[1:]])
-    coords = {n: c for n, c in r.coords.items() if c.dims == ("session",)}
     source = f"{RULE}; {AITKEN}"
     return xr.Dataset(
         {"fixed": ("session", fixed, {"long_name": "accuracy of the decoder fitted on session 0", "source": source}),
          "retrained": ("session", retrained, {"long_name": "cross-validated accuracy within the session",
                                               "source": source}),
          "relative_cross": ("session", fixed / retrained, {"long_name": "a(0->s) / a(s->s)", "source": AITKEN})},
-        coords=coords, attrs={"cv_folds": k, "seed": seed})
+        coords=_along(r, "session"), attrs={"cv_folds": k, "seed": seed})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -712,10 +714,11 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
     """Every [S, S] and [S] metric of this module that the data allow, for storing under
     ``/metrics/<source>/`` (DESIGN.md "Drift metrics and recordings").
 
-    Variables: ``pv_correlation``, ``rate_correlation``, ``tuning_correlation`` (mean over cells),
-    ``tuning_correlation_median``, ``rsa_stability`` (normalised when there are ≥ 2 trials; ≥ 3 stimuli);
-    with labels (argument or ``label`` coordinate) ``decoder_fixed``, ``decoder_retrained``,
-    ``decoder_relative_cross``; with ≥ 2 trials ``drift_index`` (mean over cells, against session 0); with
+    Variables: ``pv_correlation``, ``rate_correlation``; with ≥ 2 stimuli ``tuning_correlation`` (mean over
+    cells) and ``tuning_correlation_median``; with ≥ 3 stimuli ``rsa_stability`` (normalised when there are
+    ≥ 2 trials); with labels (argument or ``label`` coordinate) ``decoder_fixed``, ``decoder_retrained``,
+    ``decoder_relative_cross``; with ≥ 2 trials and ≥ 2 stimuli ``drift_index`` (mean over cells, against
+    session 0); with
     ≥ 2 trials that vary in every stimulus group, the geometry of session s against session 0 per s:
     ``participation_ratio``, ``drift_in_variational_fraction`` (NaN at s = 0), ``subspace_overlap``.
     attrs ``skipped`` lists what was left out and why.
@@ -734,13 +737,16 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
     xarray.Dataset
     """
     r = check_responses(responses)
-    trials = r.sizes.get(TRIAL, 0) >= 2
-    out = {"pv_correlation": pv_correlation(r, active_only=active_only), "rate_correlation": rate_correlation(r),
-           "tuning_correlation": tuning_correlation(r)}
-    median = tuning_correlation(r, reduce="median")
-    out["tuning_correlation_median"] = median.rename("tuning_correlation_median")
+    trials, stimuli = r.sizes.get(TRIAL, 0) >= 2, r.sizes["stimulus"]
+    out = {"pv_correlation": pv_correlation(r, active_only=active_only), "rate_correlation": rate_correlation(r)}
     skipped = []
-    if r.sizes["stimulus"] >= 3:
+    if stimuli >= 2:
+        out["tuning_correlation"] = tuning_correlation(r)
+        median = tuning_correlation(r, reduce="median")
+        out["tuning_correlation_median"] = median.rename("tuning_correlation_median")
+    else:
+        skipped.append("tuning_correlation and drift_index: one stimulus")
+    if stimuli >= 3:
         out["rsa_stability"] = rsa_stability(r, normalise=trials)
     else:
         skipped.append("rsa_stability: fewer than 3 stimuli")
@@ -750,9 +756,9 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
     else:
         skipped.append("decoders: no labels")
     if trials:
-        rdi = drift_index(r)
-        out["drift_index"] = rdi.mean("cell", keep_attrs=True).assign_attrs(
-            long_name="representational drift index against session 0, mean over cells")
+        if stimuli >= 2:
+            out["drift_index"] = drift_index(r).mean("cell", keep_attrs=True).assign_attrs(
+                long_name="representational drift index against session 0, mean over cells")
         varies = bool((r.max(TRIAL) > r.min(TRIAL)).any("cell").all())
         if varies:
             S = r.sizes["session"]
@@ -761,7 +767,7 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
                            **{name: [g[name] for g in geometry]
                               for name in ("drift_in_variational_fraction", "subspace_overlap")}}
             for name, values in per_session.items():
-                out[name] = xr.DataArray(values, dims="session", coords={"time": r.coords["time"]},
+                out[name] = xr.DataArray(values, dims="session", coords=_along(r, "session"),
                                          attrs={"source": AITKEN})
         else:
             skipped.append("drift geometry: a stimulus group does not vary across trials")

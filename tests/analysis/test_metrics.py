@@ -403,6 +403,8 @@ def test_summary_gathers_the_metrics_and_says_what_it_skipped():
     flat = m.summary(m.as_responses(trial_mean(v)))
     assert "decoder_fixed" not in flat and "drift_index" not in flat and "rsa_stability" in flat
     assert "no labels" in flat.attrs["skipped"] and "fewer than 2 trials" in flat.attrs["skipped"]
+    one = m.summary(m.as_responses(trial_mean(v)[:, :, :1]))
+    assert set(one.data_vars) == {"pv_correlation", "rate_correlation"} and "one stimulus" in one.attrs["skipped"]
 
 
 def test_identical_sessions_give_one():
