@@ -1,5 +1,5 @@
-"""Covariance benchmark (issue 6): the SPEC §10 covariance over the ensemble against the mean solution it
-accompanies, on issue 2's problem (P = 100 MNIST 0/1, depth 3, relu, T = 1e-3, σ = σ0 = 1, learning to
+"""Covariance benchmark: the SPEC §10 covariance over the ensemble against the mean solution it
+accompanies, on the theory benchmark's problem (P = 100 MNIST 0/1, depth 3, relu, T = 1e-3, σ = σ0 = 1, learning to
 25σ²/T and a drift of the same length, 40 recorded times per phase, tol = 1e-4), for 3 test points; the
 same with erf, depth 2 and σ0 = 0.5 (the prior is then not stationary: no fluctuation–dissipation
 shortcut, u-dependent coefficients); and the app's default of 8 training + 8 test points. The covariance

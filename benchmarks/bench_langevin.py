@@ -1,9 +1,9 @@
-"""Throughput of the Langevin ensemble step on the CPU (issue 7; figures in benchmarks/README.md).
+"""Throughput of the Langevin ensemble step on the CPU (figures in benchmarks/README.md).
 
 For two sizes it measures, in the same run, weight updates per second of
   noise     — merely drawing the Gaussian noise for all the weights (torch's CPU sampler into
               preallocated buffers): a floor on the cost of any Langevin step, reference (a);
-  driftsim  — ``driftsim.langevin.langevin`` steps of the whole ensemble (noise prefetched on a worker
+  driftsim  — ``driftsim.sim.schemes.langevin`` steps of the whole ensemble (noise prefetched on a worker
               thread and one intra-op thread fewer, as ``simulate`` runs on the CPU), also without
               prefetch and with antithetic pairs;
   autograd  — the loop a user would write: one module and optimizer per network, loss.backward(), an SGD

@@ -1,4 +1,4 @@
-"""Theory benchmark (issue 2): the whole learning trajectory to the NNGP equilibrium plus a drift phase
+"""Theory benchmark: the whole learning trajectory to the NNGP equilibrium plus a drift phase
 of the same length, P = 100 MNIST 0/1 examples (embedded data), 20 test points, depth 3, relu,
 T = 1e-3, σ = σ0 = 1, tol = 1e-4. Reports wall time, peak memory, the error against a refined grid, and
 the cost of a straightforward uniform-grid all-pairs trapezoid solution of the same equations.

@@ -40,7 +40,7 @@ from .theory.covariance import predictor_covariance
 from .theory.mean import solve
 from .times import record_times
 
-__all__ = ["main", "run", "output_path", "existing_run_differs", "task_arguments"]
+__all__ = ["main", "run", "run_config", "output_path", "existing_run_differs", "task_arguments"]
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -164,28 +164,58 @@ def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]
     return runs
 
 
+def run_config(cfg: DictConfig, progress: bool = False) -> tuple[Path, bool]:
+    """One job of the ``driftsim`` command in this process, from a composed config (``hydra.compose``).
+
+    Validates ``cfg`` (every range check of driftsim.config), then computes its run and writes it to
+    ``out`` (:func:`output_path`), unless ``out`` already holds a complete run of the same config: that
+    file is kept and the job skipped.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The composed config (keys: DESIGN.md "Config keys"); ``out`` must be set outside a Hydra job.
+    progress : bool
+        Progress bars of the theory and the simulation.
+
+    Returns
+    -------
+    path : Path
+        The run file.
+    computed : bool
+        False when a complete run of this config was already there.
+
+    Raises
+    ------
+    ValueError
+        A value out of range, or ``out`` holding something else while ``overwrite`` is false.
+    """
+    conf: DriftsimConfig = OmegaConf.to_object(cfg)  # runs every range check of driftsim.config
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    out = output_path(conf)
+    if out.exists() and not conf.overwrite:
+        reason = existing_run_differs(out, config_yaml)
+        if reason is None:
+            log.info("complete run already in %s: skipped (overwrite=true recomputes it)", out)
+            return out, False
+        raise ValueError(f"out={str(out)!r} exists and {reason}; set overwrite=true to replace it, "
+                         "or choose another out")
+    start = time.perf_counter()
+    path = run(conf, config_yaml, out, progress=progress)
+    log.info("wrote %s (%.1f s)", path, time.perf_counter() - start)
+    return path, True
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> str:
     """Entry point of the ``driftsim`` console script (config keys: DESIGN.md "Config keys")."""
     single = HydraConfig.get().mode == RunMode.RUN
     try:
-        conf: DriftsimConfig = OmegaConf.to_object(cfg)  # runs every range check of driftsim.config
-        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-        out = output_path(conf)
-        if out.exists() and not conf.overwrite:
-            reason = existing_run_differs(out, config_yaml)
-            if reason is None:
-                log.info("complete run already in %s: skipped (overwrite=true recomputes it)", out)
-                return str(out)
-            raise ValueError(f"out={str(out)!r} exists and {reason}; set overwrite=true to replace it, "
-                             "or choose another out")
-        start = time.perf_counter()
-        path = run(conf, config_yaml, out, progress=single and sys.stderr.isatty())
+        path, _ = run_config(cfg, progress=single and sys.stderr.isatty())
     except (ValueError, FileNotFoundError, OmegaConfBaseException) as e:  # a user's mistake, named in e
         if not single:
             log.error("%s", e)  # in the job's log; Hydra reports the failed job once the others are done
             raise
         print(f"driftsim: error: {e}", file=sys.stderr)  # one clear line, no traceback
         sys.exit(2)
-    log.info("wrote %s (%.1f s)", path, time.perf_counter() - start)
     return str(path)

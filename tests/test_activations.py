@@ -6,9 +6,10 @@ import torch
 
 from driftsim.activations import ACTIVATIONS, Activation, get_activation
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")
 
-COVS = torch.tensor([[1.0, 1.0, 0.3], [0.5, 2.0, -0.6], [3.0, 0.2, 0.7], [1.5, 1.5, 1.5], [0.1, 4.0, 0.0]])
+COVS = torch.tensor([[1.0, 1.0, 0.3], [0.5, 2.0, -0.6], [3.0, 0.2, 0.7], [1.5, 1.5, 1.5], [0.1, 4.0, 0.0]],
+                    dtype=torch.float64)
 
 
 def _mc(act: Activation, qa, qb, c, n=400_000, seed=0):

@@ -1,6 +1,7 @@
-"""The ``driftsim`` command end to end (DESIGN.md config keys and HDF5 layout; issue "must show"): the
-default run, output paths, skipping complete runs, sweeps with the basic, joblib and submitit launchers,
-a failing job that loses no other job's file, and drift decoding on MNIST 0/1 (SPEC §6.4)."""
+"""The ``driftsim`` command end to end (DESIGN.md config keys and HDF5 layout): the default run, output
+paths, skipping complete runs, sweeps with the basic, joblib and submitit launchers, a failing job that
+loses no other job's file, and drift decoding on MNIST 0/1 (SPEC §6.4). The command itself is launched
+for the default run and the sweeps; the other jobs run in this process (``app.run_config``)."""
 from __future__ import annotations
 
 import re
@@ -10,10 +11,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
-from driftsim import app
 from driftsim.analysis import sweeps
 from driftsim.io import store
 
@@ -69,17 +67,18 @@ def test_default_run_writes_every_design_path_within_a_minute(tmp_path):
     assert run.config["task"]["name"] == "mnist" and run.config["protocol"]["t0"] == 25_000
 
 
-def test_relative_out_skip_conflict_and_overwrite(tmp_path):
+def test_relative_out_skip_conflict_and_overwrite(tmp_path, monkeypatch, caplog, run_driftsim):
+    monkeypatch.chdir(tmp_path)  # the launch directory
+    caplog.set_level("INFO", logger="driftsim.app")
     out = tmp_path / "results" / "run.h5"
-    driftsim("experiment=debug", "out=results/run.h5", cwd=tmp_path)
+    assert run_driftsim("experiment=debug", "out=results/run.h5") == (out, True)
     assert store.is_complete(out)
     stamp = out.stat().st_mtime_ns
-    again = driftsim("experiment=debug", "out=results/run.h5", cwd=tmp_path)
-    assert "skipped" in again.stdout and out.stat().st_mtime_ns == stamp
-    other = driftsim("experiment=debug", "out=results/run.h5", "dynamics.T=0.1", cwd=tmp_path, check=False)
-    assert other.returncode == 2
-    assert "another config (differs in ['dynamics.T'" in other.stderr and "overwrite=true" in other.stderr
-    driftsim("experiment=debug", "out=results/run.h5", "dynamics.T=0.1", "overwrite=true", cwd=tmp_path)
+    assert run_driftsim("experiment=debug", "out=results/run.h5") == (out, False)
+    assert "skipped" in caplog.text and out.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match=r"another config \(differs in \['dynamics.T'.*overwrite=true"):
+        run_driftsim("experiment=debug", "out=results/run.h5", "dynamics.T=0.1")
+    run_driftsim("experiment=debug", "out=results/run.h5", "dynamics.T=0.1", "overwrite=true")
     assert store.read_run(out).config["dynamics"]["T"] == 0.1
 
 
@@ -116,28 +115,25 @@ def test_a_failing_job_loses_no_other_jobs_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_both_mode_writes_theory_and_simulation(tmp_path):
-    pytest.importorskip("driftsim.langevin")
-    proc = driftsim("experiment=debug", "mode=both", cwd=tmp_path)
-    path = written(proc)
+def test_both_mode_writes_theory_and_simulation(tmp_path, run_driftsim):
+    path, _ = run_driftsim("experiment=debug", "mode=both", f"out={tmp_path / 'run.h5'}")
     with h5py.File(path) as h5:
         assert not [p for p in design_paths(("theory", "sim")) if p not in h5]
         assert h5["/sim/drift/f_train"].shape == (9, 8, 4)
         assert "/sim/activity/drift/train" in h5 and "/decode/sim/drift/population_fixed" in h5
 
 
-def drift_accuracy_limit(tmp_path: Path, *overrides: str) -> float:
-    with initialize_config_module("driftsim.conf", version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    path = app.run(OmegaConf.to_object(cfg), OmegaConf.to_yaml(cfg, resolve=True), tmp_path / "run.h5")
-    return float(store.read_run(path)["/decode/theory/drift/accuracy_inf"])
-
-
 @pytest.mark.slow
-def test_drift_keeps_norm_information_for_relu_only(tmp_path):
+def test_drift_keeps_norm_information_for_relu_only(tmp_path, run_driftsim):
     """SPEC §6.4: on MNIST 0/1 (50 per class, global normalisation) relu's decorrelated limit still
     separates the classes; erf, and relu with equal input norms, fall to chance."""
-    common = ["task=mnist", "task.classes=[0,1]", "task.n_per_class=50", "record.n_times=6"]
-    assert drift_accuracy_limit(tmp_path, *common, "model.activation=relu") > 0.8
-    assert abs(drift_accuracy_limit(tmp_path, *common, "model.activation=erf") - 0.5) < 0.1
-    assert abs(drift_accuracy_limit(tmp_path, *common, "task.normalize=per_example") - 0.5) < 0.1
+    common = ["task=mnist", "task.classes=[0,1]", "task.n_per_class=50", "record.n_times=6", "overwrite=true",
+              f"out={tmp_path / 'run.h5'}"]
+
+    def drift_accuracy_limit(*overrides: str) -> float:
+        path, _ = run_driftsim(*common, *overrides)
+        return float(store.read_run(path)["/decode/theory/drift/accuracy_inf"])
+
+    assert drift_accuracy_limit("model.activation=relu") > 0.8
+    assert abs(drift_accuracy_limit("model.activation=erf") - 0.5) < 0.1
+    assert abs(drift_accuracy_limit("task.normalize=per_example") - 0.5) < 0.1

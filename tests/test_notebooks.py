@@ -1,5 +1,6 @@
-"""The analyses/ notebooks (issue 5) execute top to bottom on their small default computations and save
-their figures as PNG into $DRIFTSIM_FIGURES."""
+"""The analyses/ notebooks execute top to bottom on their small default computations and save their
+figures as PNG into $DRIFTSIM_FIGURES; drift.ipynb's parameters add the CIFAR-10 job when a data folder is
+given."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +25,16 @@ def test_every_notebook_is_listed_and_committed_without_outputs():
     for name in NOTEBOOKS:
         nb = nbformat.read(ANALYSES / f"{name}.ipynb", as_version=4)
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+
+
+def test_drift_parameters_add_the_cifar_job_when_a_folder_is_given(tmp_path, monkeypatch):
+    """The parameters cell alone (it must import what it uses), with $DRIFTSIM_CIFAR naming a folder."""
+    monkeypatch.setenv("DRIFTSIM_CIFAR", str(tmp_path))
+    parameters = nbformat.read(ANALYSES / "drift.ipynb", as_version=4).cells[1]
+    assert parameters.cell_type == "code" and parameters.source.startswith("# parameters")
+    namespace = {}
+    exec(parameters.source, namespace)
+    assert namespace["JOBS"]["cifar-relu-35"][:2] == ["experiment=cifar_drift", f"task.root='{tmp_path}'"]
 
 
 @pytest.mark.slow

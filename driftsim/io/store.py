@@ -1,5 +1,5 @@
-"""The HDF5 run file, schema ``driftsim/1`` (DESIGN.md "HDF5 layout"): write atomically, read, validate,
-gather a sweep into one table.
+"""The HDF5 run file, schema ``driftsim/1`` (DESIGN.md "HDF5 layout"): write atomically, read, validate.
+A sweep's files are gathered into one table by ``driftsim.analysis.sweeps.collect``.
 
 One file per run. P training points, Q test points, N0 input dimension, E networks, n and m recorded
 times of the learning and drift phases (t = 0 included), B histogram bins, U recorded hidden units.
@@ -36,7 +36,7 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
     /hist/sim/<phase>/counts [n or m, 2, B], edges [B+1]
 
 <phase> is ``learn``, and ``drift`` when protocol.t0 is set. Histogram counts are per class, y = +1 (the
-first of task.classes) then y = −1; driftsim.decode says what every accuracy measures. Arrays with a
+first of task.classes) then y = −1; driftsim.analysis.decode says what every accuracy measures. Arrays with a
 time axis are chunked along it; arrays are gzip-compressed with the shuffle filter.
 
 A run is written to ``.<name>.partial`` in the target's folder and renamed onto the final name
@@ -60,8 +60,7 @@ from omegaconf import OmegaConf
 
 from .. import __version__
 
-__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "read_run", "is_complete", "collect",
-           "flat_config"]
+__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "read_run", "is_complete"]
 
 SCHEMA = "driftsim/1"
 _CHUNK_BYTES = 1 << 18  # ~256 KiB chunks: whole small arrays, a few time slices of large ones

@@ -1,4 +1,4 @@
-"""Decoding (driftsim.decode): the decoder is a scikit-learn classifier; separable classes decode at ~1,
+"""Decoding (driftsim.analysis.decode): the decoder is a scikit-learn classifier; separable classes decode at ~1,
 shuffled labels at ~0.5; histograms count each class on shared edges; a fixed population decoder
 loses a drifting code that a retrained one still reads."""
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The paper's claims of SPEC §9, asserted on numbers from the theory (issue 5 "must show").
+"""The paper's claims of SPEC §9, asserted on numbers from the theory.
 
 Synthetic task of SPEC §7 (P = 4, test overlap ρ = 0.75) unless said; T = 1e-3, σ = σ0 = 1 as the
-reference; times in the units of SPEC §1.4. The measures are driftsim.plots': the gradient phase's
+reference; times in the units of SPEC §1.4. The measures are driftsim.analysis.measures': the gradient phase's
 time is when the test predictor reaches 90% of its NTK equilibrium, the diffusive phase's when it has
 covered half the NTK → NNGP gap (measures.phase_times).
 """
@@ -94,7 +94,7 @@ def test_depth_amplifies_sigma_effects_and_erf_gap_exceeds_relu():
     L = 1, 2, 3; erf 0.038, 0.047, 0.050) and deepens erf's overshoot at σ0/σ = 1/4 (3.7% → 5.2% from
     L = 1 to 3). The erf gap exceeds relu's once σ0/σ is large (erf's depends on σ0/σ, relu's does not:
     at σ0/σ = 2, erf 0.18, 0.31, 0.41 against relu 0.064, 0.112, 0.142) — but NOT at σ0 = σ = 1, where
-    relu's is the larger (see the report of issue 5)."""
+    relu's is the larger."""
     for activation in ("relu", "erf"):
         gaps = [abs(equilibria_gap(activation, L, 1.0, 1.0)) for L in (1, 2, 3)]
         assert gaps[0] < gaps[1] < gaps[2], (activation, gaps)

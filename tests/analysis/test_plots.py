@@ -1,9 +1,8 @@
-"""driftsim.plots and the ``driftsim-plot`` command (issue 5): every figure builds from a small run file
+"""driftsim.analysis.plots and the ``driftsim-plot`` command: every figure builds from a small run file
 with theory and simulation, with labelled axes (units), log time axes, legends and the marks it promises
 (NTK/NNGP equilibria, ±2 SE band, best early-stopping point, decorrelated limit, predicted density)."""
 from __future__ import annotations
 
-import subprocess
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -19,13 +18,10 @@ from driftsim.plot_cli import main as plot_main
 
 
 @pytest.fixture(scope="module")
-def run_file(tmp_path_factory) -> Path:
+def run_file(tmp_path_factory, run_driftsim) -> Path:
     """A run of the debug preset (synthetic task, P = 4) with theory, a small ensemble and a drift phase."""
     out = tmp_path_factory.mktemp("plots") / "debug.h5"
-    proc = subprocess.run(["driftsim", "experiment=debug", "mode=both", "dynamics.dt=0.4", f"out={out}"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return run_driftsim("experiment=debug", "mode=both", "dynamics.dt=0.4", f"out={out}")[0]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The HDF5 store (DESIGN.md "HDF5 layout", driftsim.store): round trip, atomic writes, refusal of
+"""The HDF5 store (DESIGN.md "HDF5 layout", driftsim.io.store): round trip, atomic writes, refusal of
 foreign, corrupt and other-schema files, and the tidy table of a sweep."""
 from __future__ import annotations
 

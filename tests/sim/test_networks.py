@@ -101,7 +101,7 @@ def test_antithetic_pairs_share_hidden_weights_and_flip_the_output():
 
 def _nngp_variance(x: torch.Tensor, depth: int, activation: str, sigma0: float) -> torch.Tensor:
     """SPEC §3.1 at t = t' = 0 (C = σ0² in every layer): Var f(x) = σ0² K_L(x, x), from the activation's
-    own Gaussian expectations (independent of driftsim.kernels)."""
+    own Gaussian expectations (independent of driftsim.theory.kernels)."""
     act = get_activation(activation)
     q = sigma0 ** 2 * (x * x).sum(1) / x.shape[1]
     for _ in range(depth - 1):

@@ -302,7 +302,7 @@ def test_cuda_run_returns_cpu_records():
     assert res.info["device"].startswith("cuda") and res.learn.f_test.device.type == "cpu"
 
 
-# --- theory against simulation (the main claim) -----------------------------------------------
+# --- theory against simulation: the ensemble mean follows the mean predictor -------------------------
 
 # (depth, φ, σ0, σ, T, dt). γ = T/σ² sets the diffusive time scale (runs end at 5/γ). The weak error of a
 # step grows with dt·λ_max(K_ntk) (gradient part) and with 2T·dt/min(σ0, σ)² (the noise a step adds

@@ -24,7 +24,7 @@ from driftsim.theory.mean import solve
 from driftsim.times import record_times
 from driftsim.theory.volterra import exponential_pair_weights
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def points(p=5, q=2, n0=6, seed=0):

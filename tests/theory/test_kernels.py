@@ -9,7 +9,7 @@ from driftsim.theory.kernels import KernelModel
 from driftsim.prior import Prior
 from driftsim.theory import reference
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")
 
 PHI = {"linear": lambda u: u, "relu": torch.relu, "erf": torch.erf}
 WIDTH, SEEDS = 2048, 20

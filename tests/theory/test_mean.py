@@ -13,7 +13,7 @@ from driftsim.times import record_times
 from driftsim.theory.reference import solve_second_kind, trapezoid_weights, weighted_sum
 from driftsim.theory.volterra import graded_grid
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def synthetic(p=4, rho=0.75):

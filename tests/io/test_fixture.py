@@ -1,0 +1,74 @@
+"""Schema compatibility (DESIGN.md "HDF5 layout"): the committed run file tests/fixtures/debug_both_v0.1.0.h5,
+written by driftsim 0.1.0 (tests/fixtures/README.md), reads with today's ``read_run``, and today's code
+recomputes its stored config to the same numbers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+from omegaconf import OmegaConf
+
+from driftsim import app
+from driftsim.analysis.sweeps import flat_config
+from driftsim.io import store
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "debug_both_v0.1.0.h5"
+
+# DESIGN.md "HDF5 layout" of a mode=both run with a drift phase, written out independently of store.required_paths
+DESIGN = ["/task/x_train", "/task/y_train", "/task/x_test", "/task/y_test",
+          *[f"/theory/learn/{k}" for k in ("t", "f_train", "f_test", "f_ntk_test")],
+          "/theory/nngp/f_train", "/theory/nngp/f_test", "/theory/kernels/nngp", "/theory/kernels/ntk",
+          *[f"/theory/drift/{k}" for k in ("t", "f_train", "f_test", "f_inf_train", "f_inf_test")],
+          *[f"/sim/{p}/{k}" for p in ("learn", "drift") for k in ("t", "f_train", "f_test")],
+          *[f"/{g}/{s}/{p}/{k}" for s in ("theory", "sim") for p in ("learn", "drift")
+            for g, k in (("decode", "accuracy"), ("hist", "counts"), ("hist", "edges"))]]
+
+# The simulation runs in float32 (sim.dtype): the same seeded steps on the CPU agree to rounding, ~1e-7 of the
+# predictors' O(1) scale; 1e-5 still fails on any change of a scheme, a seed or a recorded time. The theory is
+# float64 and agrees to ~1e-15; its tolerance is its own scale's 1e-9 (theory.tol is 1e-4).
+RTOL_SIM, RTOL_THEORY = 1e-5, 1e-9
+
+
+def datasets(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda name, obj: out.__setitem__("/" + name, obj[()]) if isinstance(obj, h5py.Dataset)
+                      else None)
+    return out
+
+
+def test_fixture_reads_with_the_layout_of_schema_driftsim_1():
+    run = store.read_run(FIXTURE, activity=True)
+    assert run.attrs["/"]["schema"] == "driftsim/1" and run.attrs["/"]["driftsim_version"] == "0.1.0"
+    assert run.sources == ("theory", "sim") and run.phases == ("learn", "drift")
+    assert not [p for p in DESIGN if p not in run]
+    P, Q, n, E = 4, 1, 8 + 1, 8  # experiment=debug: synthetic P = 4, one test point, 8 times plus t = 0, 8 networks
+    assert run["/task/x_train"].shape == (P, P + 1) and run["/theory/kernels/ntk"].shape == (P + Q, P + Q)
+    assert run["/theory/learn/f_train"].shape == (n, P) and run["/sim/drift/f_test"].shape == (n, E, Q)
+    assert run["/sim/activity/drift/train"].shape == (n, E, P, 8) and run["/hist/sim/drift/counts"].shape == (n, 2, 10)
+    assert run.attrs["/theory/drift"]["t0"] == run.config["protocol"]["t0"] == 125.0
+
+
+def test_todays_code_recomputes_the_fixture(tmp_path, compose_config):
+    stored = store.read_run(FIXTURE).config
+    # the stored (resolved) config over today's schema, which refuses a key it no longer has or a wrong type;
+    # keys added since keep their defaults
+    cfg = OmegaConf.merge(compose_config(f"task={stored['task']['name']}"), stored)
+    today = flat_config(OmegaConf.to_container(cfg, resolve=True))
+    assert {k: today[k] for k in flat_config(stored)} == flat_config(stored)
+    # written on a CPU; device and out say where a run is computed and written, not what it computes
+    cfg.device, cfg.out = "cpu", str(tmp_path / "again.h5")
+    path, computed = app.run_config(cfg)
+    assert computed
+    old, new = datasets(FIXTURE), datasets(path)
+    assert set(old) <= set(new)
+    worst = {}
+    for key, a in old.items():
+        b = new[key]
+        assert b.shape == a.shape and b.dtype == a.dtype, key
+        rtol = RTOL_SIM if key.startswith("/sim/") else RTOL_THEORY
+        scale = max(float(np.abs(a).max()), 1.0)
+        worst[key] = float(np.abs(b.astype(np.float64) - a).max()) / scale
+        assert worst[key] <= rtol, f"{key}: max difference {worst[key]:.2e} of scale {scale:g} exceeds {rtol:g}"
+    print("max relative difference:", max(worst.values()), "at", max(worst, key=worst.get))
