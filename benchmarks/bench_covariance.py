@@ -18,7 +18,7 @@ import torch
 from bench_theory import PRIOR, problem
 
 from driftsim.theory.covariance import predictor_covariance
-from driftsim.theory.discretisation import lag_grid
+from driftsim.theory.discretisation import discretise, lag_grid
 from driftsim.prior import Prior
 from driftsim.theory.mean import solve
 from driftsim.times import record_times
@@ -39,18 +39,18 @@ def case(name: str, prior: Prior, act: str, depth: int, n_test: int, points: lis
     x_test = task.x_test[:n_test]
     kw = dict(depth=depth, activation=act, prior=prior, t_learn=t_learn, t0=t_end, t_drift=record_times(t_end, 40))
     mean, t_mean = timed(lambda: solve(task.x_train, task.y_train, x_test, progress=False, **kw))
-    # as the app does with theory.covariance: the mean solution also expands K_GP (σ0 ≠ σ), then the
-    # covariance reuses its discretisation
-    mean_fc, t_mean_fc = timed(lambda: solve(task.x_train, task.y_train, x_test, progress=False,
-                                             for_covariance=True, **kw))
-    cov, t_cov = timed(lambda: predictor_covariance(task.x_train, x_test, points=points,
-                                                    discretisation=mean_fc.discretisation, **kw))
-    # with σ0 = σ the mean fits nothing more for the covariance: its two timings differ by noise alone
-    extra = max(t_mean_fc - t_mean, 0.0) if prior.sigma0 != prior.sigma else 0.0
+    # as the app does with theory.covariance: one discretisation that also expands K_GP (σ0 ≠ σ), passed to
+    # the mean solution and to the covariance
+    _, t_disc = timed(lambda: discretise(task.x_train, x_test, **kw))
+    disc, t_disc_fc = timed(lambda: discretise(task.x_train, x_test, covariance=True, **kw))
+    cov, t_cov = timed(lambda: predictor_covariance(task.x_train, x_test, points=points, discretisation=disc,
+                                                    **kw))
+    # with σ0 = σ the discretisation fits nothing more for the covariance: its two timings differ by noise alone
+    extra = max(t_disc_fc - t_disc, 0.0) if prior.sigma0 != prior.sigma else 0.0
     added = extra + t_cov
     if prior.sigma0 == prior.sigma:
         include = torch.cat([t_learn, torch.tensor([t_end], dtype=torch.float64)])
-        grid = f"lag grid {lag_grid(mean_fc.discretisation, prior.gamma, include).shape[0]}"
+        grid = f"lag grid {lag_grid(disc, prior.gamma, include).shape[0]}"
     else:
         grid = f"mean's grid, {extra:.2f} s in the mean's expansion"
     line = (f"{name}: mean {t_mean:.2f} s (grid {mean.grid_size}); covariance of {len(points)} training + "

@@ -37,6 +37,7 @@ from .sim.networks import resolve_device
 from .sim.simulate import simulate
 from .tasks import make_task
 from .theory.covariance import predictor_covariance
+from .theory.discretisation import Discretisation, discretise
 from .theory.mean import solve
 from .times import record_times
 
@@ -87,14 +88,15 @@ def _spread(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(n, k))})
 
 
-def _add_covariance(theory, task, conf: DriftsimConfig, dev, t_learn, t_drift, progress: bool) -> None:
+def _add_covariance(theory, task, conf: DriftsimConfig, dev, t_learn, t_drift, disc: Discretisation,
+                    progress: bool) -> None:
     """SPEC §10 covariance of theory.covariance_points training and test points, into ``theory``'s phases."""
     k = conf.theory.covariance_points
     cov = predictor_covariance(task.x_train.to(dev), task.x_test.to(dev), depth=conf.model.depth,
                                activation=conf.model.activation, prior=_prior(conf),
                                t_learn=t_learn, t0=conf.protocol.t0, t_drift=t_drift, tol=conf.theory.tol,
                                points=_spread(task.x_train.shape[0], k), test_points=_spread(task.x_test.shape[0], k),
-                               discretisation=theory.discretisation, progress=progress)
+                               discretisation=disc, progress=progress)
     for name, phase in cov.items():
         target = getattr(theory, name)
         target.var_train, target.cov_test = phase.var_train, phase.cov_test
@@ -115,14 +117,17 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
     if conf.mode in ("theory", "both"):
         start = time.perf_counter()
         dev = resolve_device(conf.device)  # the theory computes where its inputs are
-        theory = solve(task.x_train.to(dev), task.y_train.to(dev), task.x_test.to(dev), depth=conf.model.depth,
-                       activation=conf.model.activation, prior=_prior(conf),
-                       t_learn=t_learn, t0=conf.protocol.t0, t_drift=t_drift, tol=conf.theory.tol,
-                       progress=progress, for_covariance=conf.theory.covariance)
+        # one discretisation for the mean and its covariance
+        problem = dict(depth=conf.model.depth, activation=conf.model.activation,
+                       prior=_prior(conf), t_learn=t_learn, t0=conf.protocol.t0,
+                       t_drift=t_drift, tol=conf.theory.tol)
+        disc = discretise(task.x_train.to(dev), task.x_test.to(dev), covariance=conf.theory.covariance, **problem)
+        theory = solve(task.x_train.to(dev), task.y_train.to(dev), task.x_test.to(dev), progress=progress,
+                       discretisation=disc, **problem)
         log.info("theory: %d grid times, %.1f s", theory.grid_size, time.perf_counter() - start)
         if conf.theory.covariance:
             start = time.perf_counter()
-            _add_covariance(theory, task, conf, dev, t_learn, t_drift, progress)
+            _add_covariance(theory, task, conf, dev, t_learn, t_drift, disc, progress)
             log.info("theory covariance: %.1f s", time.perf_counter() - start)
         decoding.update({("theory", p): d for p, d in decode_theory(
             theory, y, resolution=conf.theory.tol, **decode_args).items()})

@@ -6,7 +6,7 @@ times since the freeze, t − t0. Tensors are float64 for theory; simulations ke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from torch import Tensor
 
@@ -55,7 +55,6 @@ class TheoryResult:
     drift: Optional[TheoryDrift] = None
     grid_size: int = 0  # Volterra grid points used (diagnostic)
     fit_error: float = 0.0  # max error of the kernel expansion on validation lags (diagnostic)
-    discretisation: Any = None  # theory.discretisation.Discretisation, reused by theory/covariance.py (not stored)
 
 
 @dataclass

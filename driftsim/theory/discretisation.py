@@ -1,23 +1,28 @@
 """The time discretisation shared by the mean predictor and its covariance (SPEC §11): graded grids for a
-target accuracy, the lag grid of the covariance's stationary route, and :class:`Discretisation`, the grid
-with the kernel expansion fitted on it.
+target accuracy, the lag grid of the covariance's stationary route, and :func:`discretise`, which builds
+once the :class:`Discretisation` (grid and kernel expansions) that ``mean.solve`` and
+``covariance.predictor_covariance`` both take.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
+from ..activations import Activation
+from ..prior import Prior
+from ..times import check_times
 from .expansion import Expansion, expand
-from .kernels import KernelModel
+from .kernels import KernelModel, check_inputs
 from .volterra import graded_grid
 
 __all__ = ["graded_for", "grid_for", "discretise", "Discretisation", "lag_grid", "TAU_MIN_FRACTION"]
 
-# grid constants of grid_for, calibrated in tests/theory/test_mean.py::test_refinement_order
+# grid constants of grid_for, calibrated so that the error stays below tol (tests/theory/test_mean.py::
+# test_refinement_converges_at_second_order_within_tol)
 GRID_FIRST, GRID_GROWTH, GRID_MAX = 7.0, 3.5, 1.75
 
 
@@ -43,41 +48,172 @@ TAU_MIN_FRACTION = 0.1
 
 @dataclass(frozen=True)
 class Discretisation:
-    """What the mean predictor was computed on, for the covariance (SPEC §10) to reuse: the grid t
-    [n_grid] (float64, on the device) built for accuracy tol, the NDK expansion over (all points, training
-    points), the grid indices rec [n] of the recorded times and i0 of the freeze (0 without one), and the
-    expansion's lag range (t_span, tau_min)."""
-    t: Tensor
+    """The grid and kernel expansions that the mean predictor (SPEC §5–6, ``mean.solve``) and its covariance
+    (§10, ``covariance.predictor_covariance``) are computed on, with the arguments they were built from.
+
+    Attributes
+    ----------
+    model : KernelModel
+        Architecture and weight prior.
+    x_train : Tensor
+        [P, N0] training inputs, float64 on the device of the computation.
+    x_test : Tensor
+        [Q, N0] test inputs covered by the expansions, likewise.
+    t_learn : Tensor
+        [n] recorded times of the learning phase (float64, CPU).
+    t0 : float or None
+        Time of the freeze.
+    t_drift : Tensor or None
+        [m] times since the freeze (float64, CPU); None without a freeze.
+    tol : float
+        Target accuracy of the grid (SPEC §11).
+    t : Tensor
+        [n_grid] time grid through t_learn and t0 (float64, on the device).
+    ndk : Expansion
+        H = NDK/ρ over (training + test points, training points), coef [K, M, P+Q, P].
+    kgp : Expansion or None
+        K_GP/ρ on the same rates and points (built with ``covariance=True`` when σ0 ≠ σ), else None.
+    rec : Tensor
+        [n] grid indices of t_learn.
+    i0 : int
+        Grid index of t0 (0 without a freeze).
+    t_span, tau_min : float
+        Range of lags the expansions resolve.
+    """
+    model: KernelModel
+    x_train: Tensor
+    x_test: Tensor
+    t_learn: Tensor
+    t0: Optional[float]
+    t_drift: Optional[Tensor]
     tol: float
+    t: Tensor
     ndk: Expansion
+    kgp: Optional[Expansion]
     rec: Tensor
     i0: int
     t_span: float
     tau_min: float
-    prior: Optional[Expansion] = None
 
     @property
     def h_first(self) -> float:
         """The grid's first step (before merging the recorded times)."""
         return self.tau_min / TAU_MIN_FRACTION
 
+    def check_reuse(self, x_train: Tensor, x_test: Tensor, model: KernelModel, t_learn: Tensor,
+                    t0: Optional[float], t_drift: Optional[Tensor], tol: Optional[float] = None) -> None:
+        """Check that this discretisation was built from these (validated) arguments.
 
-def discretise(model: KernelModel, x_train: Tensor, x_all: Tensor, t_learn: Tensor, t0: Optional[float],
-               t_drift: Optional[Tensor], tol: float, with_prior: bool = False) -> Discretisation:
-    """SPEC §11 grid through the recorded times and t0, and the expansion of H over (x_all, x_train);
-    with ``with_prior`` also that of K_GP (expansion.py), fitted from the same kernel samples."""
+        Parameters
+        ----------
+        x_train, x_test : Tensor
+            [P, N0], [Q, N0] inputs, float64 on the discretisation's device.
+        model : KernelModel
+            Architecture and prior of the caller.
+        t_learn : Tensor
+            [n] recorded times.
+        t0 : float or None
+            Time of the freeze.
+        t_drift : Tensor or None
+            [m] times since the freeze (None without t0).
+        tol : float, optional
+            Target accuracy; None: not compared.
+
+        Raises
+        ------
+        ValueError
+            Naming every argument that differs, and how to build a matching discretisation.
+        """
+        def same(a: Optional[Tensor], b: Optional[Tensor]) -> bool:
+            return (a is None) == (b is None) and (a is None or (a.shape == b.shape and torch.equal(a, b.to(a))))
+
+        checks = {"x_train": same(self.x_train, x_train), "x_test": same(self.x_test, x_test),
+                  "depth, activation, prior": self.model == model, "t_learn": same(self.t_learn, t_learn),
+                  "t0": self.t0 == t0, "t_drift": same(self.t_drift, t_drift),
+                  "tol": tol is None or self.tol == tol}
+        differ = [name for name, ok in checks.items() if not ok]
+        if differ:
+            raise ValueError(f"discretisation was built for other {', '.join(differ)} than given here; allowed: "
+                             "the Discretisation that discretise(...) returns for the same arguments")
+
+
+def _check_protocol(t_learn: Tensor, t0: Optional[float], t_drift: Optional[Tensor], tol: float) -> Optional[Tensor]:
+    """The accuracy and the freeze of a run: tol in (0, 1), 0 ≤ t0 ≤ t_learn[-1], t_drift given with t0.
+    Returns the validated t_drift (float64, CPU), None without t0."""
+    if not (0 < tol < 1):
+        raise ValueError(f"theory.tol={tol!r} is not allowed: a number in (0, 1)")
+    if t0 is None:
+        return None
+    t_end = float(t_learn[-1])
+    if not (0 <= t0 <= t_end):
+        raise ValueError(f"protocol.t0={t0!r} is outside the run: allowed 0 <= t0 <= {t_end:g} "
+                         "(the last recorded time)")
+    if t_drift is None:
+        raise ValueError("t_drift (times since the freeze) must be given with t0")
+    return check_times("t_drift", t_drift)
+
+
+def discretise(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation], prior: Prior,
+               t_learn: Tensor, t0: Optional[float] = None, t_drift: Optional[Tensor] = None, tol: float = 1e-4,
+               covariance: bool = False) -> Discretisation:
+    """SPEC §11 grid for accuracy ``tol`` through the recorded times and t0, with the expansion of the NDK
+    (SPEC §3.2, expansion.py) over all points and, if ``covariance``, that of K_GP (§3.1) fitted from the
+    same kernel samples, to pass to ``mean.solve`` and ``covariance.predictor_covariance``.
+
+    Parameters
+    ----------
+    x_train : Tensor
+        [P, N0] training inputs; the computation runs in float64 on their device.
+    x_test : Tensor
+        [Q, N0] test inputs.
+    depth : int
+        Number of hidden layers L ≥ 1.
+    activation : str or Activation
+        φ, by name or as an object.
+    prior : Prior
+        Weight prior (T, σ, σ0) of SPEC §2.
+    t_learn : Tensor
+        [n] recorded times of learning, ascending, ≥ 0.
+    t0 : float, optional
+        Time of the freeze, 0 ≤ t0 ≤ t_learn[-1].
+    t_drift : Tensor, optional
+        [m] times since the freeze; required with t0.
+    tol : float
+        Target accuracy in (0, 1) of the Volterra solution.
+    covariance : bool
+        Also expand K_GP, which the covariance needs when σ0 ≠ σ (with σ0 = σ it follows from the NDK's
+        by fluctuation–dissipation and is not fitted).
+
+    Returns
+    -------
+    Discretisation
+
+    Raises
+    ------
+    ValueError
+        For inputs that are not finite 2-D arrays of matching dimension, bad times, tol, t0, depth or
+        activation, naming the argument and what is allowed.
+    """
+    x_train = check_inputs("x_train", x_train)
+    x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
+    t_learn = check_times("t_learn", t_learn)
+    tau = _check_protocol(t_learn, t0, t_drift, tol)
+    model = KernelModel(activation, depth, prior)
     device = x_train.device
+    x_train, x_test = (a.to(device=device, dtype=torch.float64) for a in (x_train, x_test))
     include = torch.cat([t_learn, torch.tensor([t0 if t0 is not None else 0.0], dtype=torch.float64)])
     t, h_first = grid_for(model, x_train, float(t_learn[-1]), tol, include)
     t = t.to(device)
-    t_span = float(t_learn[-1]) + (float(t_drift.max()) if t0 is not None else 0.0)
+    t_span = float(t_learn[-1]) + (float(tau.max()) if t0 is not None else 0.0)
     tau_min = TAU_MIN_FRACTION * h_first
-    ex, *prior_ex = expand(model, x_all, x_train, t_span=t_span, tau_min=tau_min,
-                           parts=("ndk", "prior") if with_prior else ("ndk",))
+    with_kgp = covariance and prior.sigma0 != prior.sigma
+    ndk, *kgp = expand(model, torch.cat([x_train, x_test]), x_train, t_span=t_span, tau_min=tau_min,
+                       parts=("ndk", "kgp") if with_kgp else ("ndk",))
     rec = torch.searchsorted(t, t_learn.to(device))
     i0 = int(torch.searchsorted(t, torch.tensor(float(t0 or 0.0), dtype=t.dtype, device=device)))
-    return Discretisation(t=t, tol=tol, ndk=ex, rec=rec, i0=i0, t_span=t_span, tau_min=tau_min,
-                          prior=prior_ex[0] if with_prior else None)
+    return Discretisation(model=model, x_train=x_train, x_test=x_test, t_learn=t_learn, t0=t0, t_drift=tau,
+                          tol=tol, t=t, ndk=ndk, kgp=kgp[0] if with_kgp else None, rec=rec, i0=i0, t_span=t_span,
+                          tau_min=tau_min)
 
 
 # the lag grid's growth and largest step are those of grid_for at these multiples of tol: the rows

@@ -3,11 +3,12 @@
 With ρ = e^(−γ(t−s)) and u = e^(−2γs) (t ≥ s), every weight correlation is a function of (ρ, u):
 C(s,s) = σ² + Δu, C(t,t) = σ² + Δuρ², C(t,s) = ρ C(s,s), Δ = σ0² − σ². Hence
 
-    NDK(t,s)                 = ρ H(ρ, u),      H = K_L + ρ C(s,s) K'_L G_L,
+    NDK(t,s)                 = ρ H(ρ, u),      H = K_L + ρ C(s,s) K'_L G_L          (part "ndk"),
     frozen kernel (§6.2)     = e^(−γ(t0−s)) H(ρ_ts, u_s),
-    prior covariance (§3.1)  = K_GP(t,s) = ρ G(ρ, u),      G = C(s,s) K_L   (part "prior").
+    prior covariance (§3.1)  = K_GP(t,s) = ρ A(ρ, u),      A = C(s,s) K_L   (part "kgp").
 
-We write H(ρ, u) = H(0, u) + Σ_k B_k(u) ρ^{α_k} with a fixed ladder of rates α_k (a few integers,
+We write H(ρ, u) = H(0, u) + Σ_k B_k(u) ρ^{α_k} (and A likewise, with coefficients A_k(u) on the same
+rates) with a fixed ladder of rates α_k (a few integers,
 then log-spaced up to the smallest lag that matters) fitted by least squares in ρ, and Lagrange
 interpolation in u at Chebyshev nodes (a single node when σ0 = σ: then H does not depend on u).
 H(0, u) is the decorrelated mean kernel m_∞(x) m_s(x') (§6.4), kept exact. The expansion turns the
@@ -41,7 +42,18 @@ class Expansion:
     fit_error: float
 
     def basis_u(self, u: Tensor) -> Tensor:
-        """ℓ_m(u) for a batch of u: [n] → [n, M] (Lagrange basis at the Chebyshev nodes)."""
+        """ℓ_m(u), the Lagrange basis at the Chebyshev nodes (module docstring).
+
+        Parameters
+        ----------
+        u : Tensor
+            [n] values of u = e^(−2γs).
+
+        Returns
+        -------
+        Tensor
+            [n, M], in u's dtype and on its device.
+        """
         if self.u_nodes.numel() == 1:
             return torch.ones(u.shape[0], 1, dtype=u.dtype, device=u.device)
         interp = BarycentricInterpolator(self.u_nodes.cpu().numpy(), np.eye(self.u_nodes.numel()))
@@ -62,27 +74,50 @@ def _chebyshev_nodes(m: int) -> Tensor:
     return 0.5 * (1 - torch.cos(math.pi * k / (m - 1)))
 
 
-PARTS = ("ndk", "prior")
+PARTS = ("ndk", "kgp")
 
 
 def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor, parts: tuple) -> Tensor:
-    """H(ρ(τ), u(s)) = K_L + ρ C(s,s) K'_L G_L at times (s + τ, s) ("ndk") and G = C(s,s) K_L ("prior"),
+    """H(ρ(τ), u(s)) = K_L + ρ C(s,s) K'_L G_L at times (s + τ, s) ("ndk") and A = C(s,s) K_L ("kgp"),
     from one evaluation of the two-time kernels; τ: [n] → [n, p, q·len(parts)] (parts side by side)."""
     prior = model.prior
     s_ = torch.full_like(tau, s)
     tt = model.two_time(s + tau, s_, xa, xb)
     c_s = prior.var(s_)[:, None, None]
     rho = torch.exp(-prior.gamma * tau)[:, None, None]
-    return torch.cat([c_s * tt.k if part == "prior" else tt.k + rho * c_s * tt.kp * tt.g for part in parts], 2)
+    return torch.cat([c_s * tt.k if part == "kgp" else tt.k + rho * c_s * tt.kp * tt.g for part in parts], 2)
 
 
 def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: float,
            per_decade: int = 6, u_nodes: int = 12, parts: tuple = ("ndk",)) -> tuple[Expansion, ...]:
-    """Fit the expansion of H (module docstring) for lags up to ``t_span`` resolved down to ``tau_min``,
-    and/or that of G = K_GP/ρ: one Expansion per entry of ``parts`` ("ndk", "prior"), on the same rates
-    and nodes, fitted together from one evaluation of the kernels.
+    """Fit the expansion of H = NDK/ρ (SPEC §3.2, module docstring) and/or of A = K_GP/ρ (§3.1) for lags up
+    to ``t_span`` resolved down to ``tau_min``, on the same rates and nodes, from one evaluation of the kernels.
 
-    xa: [p, N0], xb: [q, N0]; the fit runs in float64 on the CPU and the coefficients move to xa's device.
+    Parameters
+    ----------
+    model : KernelModel
+        Architecture and weight prior.
+    xa, xb : Tensor
+        [p, N0] and [q, N0] inputs (first and second argument of the kernels).
+    t_span, tau_min : float
+        Largest lag to represent and smallest lag to resolve.
+    per_decade : int
+        Rates per decade of the log-spaced part of the ladder.
+    u_nodes : int
+        Chebyshev nodes in u (one node when σ0 = σ).
+    parts : tuple of str
+        Which kernels to expand: "ndk" (H), "kgp" (A).
+
+    Returns
+    -------
+    tuple of Expansion
+        One per entry of ``parts``, coef [K, M, p, q]; the fit runs in float64 on the CPU and the
+        coefficients move to xa's device.
+
+    Raises
+    ------
+    ValueError
+        If ``parts`` is empty or names another kernel.
     """
     if not parts or any(part not in PARTS for part in parts):
         raise ValueError(f"parts={parts!r}: allowed a non-empty tuple of {PARTS}")
@@ -111,8 +146,8 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
         s = 0.0 if stationary else (-math.log(u) / (2 * gamma) if u > 0 else 60.0 / gamma)
         su = torch.full((1,), s, dtype=torch.float64)
         h0 = m_inf[:, None] * model.last_layer_mean(prior.var(su), xb_c)[0][None, :]
-        # H(0, u) = m_∞ m_s and G(0, u) = C(s,s) m_∞ m_s
-        h0 = torch.cat([h0 * (prior.var(su) if part == "prior" else 1.0) for part in parts], 1)
+        # H(0, u) = m_∞ m_s and A(0, u) = C(s,s) m_∞ m_s
+        h0 = torch.cat([h0 * (prior.var(su) if part == "kgp" else 1.0) for part in parts], 1)
         target = (_h_samples(model, tau_fit, s, xa_c, xb_c, parts) - h0).reshape(tau_fit.numel(), -1)
         sol = solver @ target  # [K-1, p*q*n_parts]
         coef[0, m] = h0

@@ -31,7 +31,22 @@ class TwoTime:
 
 @dataclass(frozen=True)
 class KernelModel:
-    """A deep fully connected architecture (depth L, activation φ) under the weight prior of SPEC §2."""
+    """A deep fully connected architecture (depth L, activation φ) under the weight prior of SPEC §2.
+
+    Parameters
+    ----------
+    activation : str or Activation
+        φ, by name or as an object (stored as the object).
+    depth : int
+        Number of hidden layers L ≥ 1.
+    prior : Prior
+        Weight prior (T, σ, σ0).
+
+    Raises
+    ------
+    ValueError
+        For an unknown activation or a depth that is not an integer ≥ 1.
+    """
 
     activation: Union[str, Activation]
     depth: int
@@ -43,9 +58,19 @@ class KernelModel:
 
     # --- per-point layer variances -------------------------------------------------------------
     def variances(self, c_tt: Tensor, sqnorm: Tensor) -> list[Tensor]:
-        """SPEC §3.1 diagonals: [Q_1(t,t,x,x), ..., Q_L(t,t,x,x)], each [B, p].
+        """SPEC §3.1 diagonals Q_l(t,t,x,x) of the layer kernels.
 
-        c_tt: [B] the weight variance C(t,t); sqnorm: [p] the values |x|²/N0.
+        Parameters
+        ----------
+        c_tt : Tensor
+            [B] weight variances C(t,t).
+        sqnorm : Tensor
+            [p] the values |x|²/N0.
+
+        Returns
+        -------
+        list of Tensor
+            [Q_1, ..., Q_L], each [B, p].
         """
         q = c_tt[:, None] * sqnorm[None, :]
         out = [q]
@@ -74,7 +99,17 @@ class KernelModel:
     def two_time(self, t: Tensor, s: Tensor, xa: Tensor, xb: Tensor) -> TwoTime:
         """SPEC §3.1–3.2 two-time kernels K_L, K'_L, G_L between (xa at times t) and (xb at times s).
 
-        t, s: [B]; xa: [p, N0]; xb: [q, N0]. Returns [B, p, q] tensors.
+        Parameters
+        ----------
+        t, s : Tensor
+            [B] pairs of times.
+        xa, xb : Tensor
+            [p, N0] and [q, N0] inputs.
+
+        Returns
+        -------
+        TwoTime
+            k, kp, g, each [B, p, q].
         """
         n0 = xa.shape[1]
         dot = xa @ xb.T / n0
@@ -83,7 +118,20 @@ class KernelModel:
         return self._propagate(self.prior.cov(t, s), qa, qb, dot)
 
     def ndk_from(self, t: Tensor, s: Tensor, tt: TwoTime) -> Tensor:
-        """SPEC §3.2 NDK assembled from already computed two-time kernels."""
+        """SPEC §3.2 NDK K_d = e^(−γ(t−s)) [K_L + C(t,s) K'_L G_L] from already computed two-time kernels.
+
+        Parameters
+        ----------
+        t, s : Tensor
+            [B] pairs of times, t ≥ s.
+        tt : TwoTime
+            ``two_time(t, s, xa, xb)``.
+
+        Returns
+        -------
+        Tensor
+            [B, p, q].
+        """
         c = self.prior.cov(t, s)[:, None, None]
         return torch.exp(-self.prior.gamma * (t - s))[:, None, None] * (tt.k + c * tt.kp * tt.g)
 
@@ -97,27 +145,85 @@ class KernelModel:
         return TwoTime(k=tt.k[0], kp=tt.kp[0], g=tt.g[0])
 
     def nngp(self, xa: Tensor, xb: Tensor) -> Tensor:
-        """SPEC §3.3 NNGP kernel K_gp = σ² K_L with C ≡ σ² in every layer; [p, q]."""
+        """SPEC §3.3 NNGP kernel K_gp = σ² K_L with C ≡ σ² in every layer.
+
+        Parameters
+        ----------
+        xa, xb : Tensor
+            [p, N0] and [q, N0] inputs.
+
+        Returns
+        -------
+        Tensor
+            [p, q].
+        """
         s2 = self.prior.sigma ** 2
         return s2 * self._one_time(s2, xa, xb).k
 
     def ntk(self, xa: Tensor, xb: Tensor) -> Tensor:
-        """SPEC §3.3 NTK K_ntk = K_d(0,0) = K_L + σ0² K'_L G_L with C ≡ σ0²; [p, q]."""
+        """SPEC §3.3 NTK K_ntk = K_d(0,0) = K_L + σ0² K'_L G_L with C ≡ σ0².
+
+        Parameters
+        ----------
+        xa, xb : Tensor
+            [p, N0] and [q, N0] inputs.
+
+        Returns
+        -------
+        Tensor
+            [p, q].
+        """
         s02 = self.prior.sigma0 ** 2
         tt = self._one_time(s02, xa, xb)
         return tt.k + s02 * tt.kp * tt.g
 
     def prior_cov(self, t: Tensor, s: Tensor, xa: Tensor, xb: Tensor) -> Tensor:
-        """SPEC §3.1 output prior covariance K_GP(t,s) = C(t,s) K_L(t,s); t, s: [B] → [B, p, q]."""
+        """SPEC §3.1 output prior covariance K_GP(t,s) = C(t,s) K_L(t,s).
+
+        Parameters
+        ----------
+        t, s : Tensor
+            [B] pairs of times.
+        xa, xb : Tensor
+            [p, N0] and [q, N0] inputs.
+
+        Returns
+        -------
+        Tensor
+            [B, p, q].
+        """
         return self.prior.cov(t, s)[:, None, None] * self.two_time(t, s, xa, xb).k
 
     # --- drift ---------------------------------------------------------------------------------
     def last_layer_mean(self, c_tt: Tensor, x: Tensor) -> Tensor:
-        """SPEC §6.4 m_t(x) = E[φ(h_L(x,t))], Var h_L = Q_L(t,t,x,x); c_tt: [B], x: [p, N0] → [B, p]."""
+        """SPEC §6.4 m_t(x) = E[φ(h_L(x,t))], Var h_L = Q_L(t,t,x,x).
+
+        Parameters
+        ----------
+        c_tt : Tensor
+            [B] weight variances C(t,t).
+        x : Tensor
+            [p, N0] inputs.
+
+        Returns
+        -------
+        Tensor
+            [B, p].
+        """
         q_last = self.variances(c_tt, (x * x).sum(1) / x.shape[1])[-1]
         return self.activation.mean(q_last)
 
     def max_ntk_eigenvalue(self, x: Tensor) -> float:
-        """λ_max(K_ntk) on x: sets the time scale of the gradient phase (SPEC §5.2, §11)."""
+        """λ_max(K_ntk) on x: sets the time scale of the gradient phase (SPEC §5.2, §11).
+
+        Parameters
+        ----------
+        x : Tensor
+            [p, N0] training inputs.
+
+        Returns
+        -------
+        float
+        """
         return float(torch.linalg.eigvalsh(self.ntk(x, x)).max())
 

@@ -3,7 +3,6 @@ drift predictor (SPEC §5, §6), from the kernels of ``kernels.py`` and the solv
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
@@ -14,7 +13,7 @@ from ..prior import Prior
 from ..results import Equilibrium, TheoryDrift, TheoryLearn, TheoryResult
 from ..times import check_times
 from ..validation import check_freeze, check_inputs, check_labels, check_tol
-from .discretisation import discretise
+from .discretisation import Discretisation, discretise
 from .kernels import KernelModel
 from .volterra import solve_separable
 
@@ -24,34 +23,101 @@ __all__ = ["solve", "ntk_predictor", "nngp_predictor"]
 def ntk_predictor(k_ntk: Tensor, p: int, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """SPEC §5.2: f_train(t) = (I − e^(−K t)) Y, f_test(t) = k K⁻¹ (I − e^(−K t)) Y.
 
-    k_ntk: [P+Q, P+Q] (training points first); t: [n]. Returns ([n, P], [n, Q]).
+    Parameters
+    ----------
+    k_ntk : Tensor
+        [P+Q, P+Q] NTK, training points first.
+    p : int
+        Number of training points P.
+    y : Tensor
+        [P] labels.
+    t : Tensor
+        [n] times.
+
+    Returns
+    -------
+    f_train, f_test : Tensor
+        [n, P] and [n, Q].
     """
     evals, evecs = torch.linalg.eigh(k_ntk[:p, :p])
     coef = evecs.T @ y  # Y in the eigenbasis
-    fit = (1 - torch.exp(-t[:, None] * evals[None, :])) * coef[None, :]  # [n, P] in the eigenbasis
+    fit = -torch.expm1(-t[:, None] * evals[None, :]) * coef[None, :]  # [n, P] in the eigenbasis
     f_train = fit @ evecs.T
-    # k K⁻¹ (I − e^(−Kt)) Y; (1 − e^(−λt))/λ stays finite for tiny λ
+    # k K⁻¹ (I − e^(−Kt)) Y; expm1 keeps (1 − e^(−λt))/λ accurate for tiny λ
     f_test = (fit / evals[None, :]) @ (k_ntk[p:, :p] @ evecs).T
     return f_train, f_test
 
 
 def nngp_predictor(k_gp: Tensor, p: int, y: Tensor, T: float) -> Equilibrium:
-    """SPEC §5.3: f_train = K_gp (K_gp + T I)⁻¹ Y, f_test = k_gp (K_gp + T I)⁻¹ Y (posterior mean)."""
+    """SPEC §5.3: f_train = K_gp (K_gp + T I)⁻¹ Y, f_test = k_gp (K_gp + T I)⁻¹ Y (posterior mean).
+
+    Parameters
+    ----------
+    k_gp : Tensor
+        [P+Q, P+Q] NNGP kernel, training points first.
+    p : int
+        Number of training points P.
+    y : Tensor
+        [P] labels.
+    T : float
+        Temperature, the noise variance of the posterior.
+
+    Returns
+    -------
+    Equilibrium
+        f_train [P], f_test [Q].
+    """
     alpha = torch.linalg.solve(k_gp[:p, :p] + T * torch.eye(p, dtype=k_gp.dtype, device=k_gp.device), y)
     return Equilibrium(f_train=k_gp[:p, :p] @ alpha, f_test=k_gp[p:, :p] @ alpha)
 
 
 def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation],
           prior: Prior, t_learn: Tensor, t0: Optional[float] = None, t_drift: Optional[Tensor] = None,
-          tol: float = 1e-4, progress: bool = True, for_covariance: bool = False) -> TheoryResult:
+          tol: float = 1e-4, progress: bool = True,
+          discretisation: Optional[Discretisation] = None) -> TheoryResult:
     """Mean predictor over the learning run (SPEC §5.1), NTK theory on the same times (§5.2), NNGP
     equilibrium (§5.3), and, if t0 is given, the frozen-readout predictor at t0 + t_drift (§6.2) with its
     decorrelated limit (§6.4).
 
-    x_train: [P, N0], y_train: [P], x_test: [Q, N0]; t_learn: [n] recorded times (ascending, ≥ 0);
-    t_drift: [m] times since the freeze. Computation in float64 on the device of x_train.
-    for_covariance: also expand K_GP from the same kernel samples when σ0 ≠ σ (with σ0 = σ it follows from
-    the NDK's), so that covariance.predictor_covariance reusing the discretisation needs no second fit.
+    Parameters
+    ----------
+    x_train : Tensor
+        [P, N0] training inputs; the computation runs in float64 on their device.
+    y_train : Tensor
+        [P] labels.
+    x_test : Tensor
+        [Q, N0] test inputs.
+    depth : int
+        Number of hidden layers L ≥ 1.
+    activation : str or Activation
+        φ, by name or as an object.
+    prior : Prior
+        Weight prior (T, σ, σ0) of SPEC §2.
+    t_learn : Tensor
+        [n] recorded times of learning, ascending, ≥ 0.
+    t0 : float, optional
+        Time of the freeze, 0 ≤ t0 ≤ t_learn[-1].
+    t_drift : Tensor, optional
+        [m] times since the freeze; required with t0.
+    tol : float
+        Target accuracy in (0, 1) of the Volterra solution (sets the grid, SPEC §11).
+    progress : bool
+        Show a progress bar over the grid.
+    discretisation : Discretisation, optional
+        What ``discretisation.discretise`` returned for the same arguments, so that the covariance
+        (``covariance.predictor_covariance``) can reuse it; None: built here.
+
+    Returns
+    -------
+    TheoryResult
+        learn [n times], nngp, ntk, the kernels [P+Q, P+Q], drift [m times] with t0 (else None),
+        grid_size and fit_error.
+
+    Raises
+    ------
+    ValueError
+        For bad inputs (naming the argument and what is allowed), or a discretisation built from other
+        arguments.
     """
     x_train = check_inputs("x_train", x_train)
     x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])
@@ -69,8 +135,12 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     k_ntk, k_gp = model.ntk(x_all, x_all), model.nngp(x_all, x_all)
     f_ntk_train, f_ntk_test = ntk_predictor(k_ntk, p, y, t_learn.to(device))
 
-    disc = discretise(model, x_train, x_all, t_learn, t0, tau, tol,
-                      with_prior=for_covariance and prior.sigma0 != prior.sigma)
+    if discretisation is None:
+        disc = discretise(x_train, x_test, depth=depth, activation=activation, prior=prior, t_learn=t_learn,
+                          t0=t0, t_drift=tau, tol=tol)
+    else:
+        discretisation.check_reuse(x_train, x_test, model, t_learn, t0, tau, tol)
+        disc = discretisation
     t, ex, rec, i0 = disc.t, disc.ndk, disc.rec, disc.i0
     gamma = prior.gamma
     keep, slot = torch.unique(torch.cat([rec, torch.tensor([i0], device=device)]), return_inverse=True)
@@ -91,4 +161,4 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
         drift = TheoryDrift(t0=float(t0), t=tau, f_train=f_fr[:, :p], f_test=f_fr[:, p:],
                             f_inf_train=f_inf[:p], f_inf_test=f_inf[p:])
     return TheoryResult(learn=learn, nngp=nngp, ntk=ntk_eq, kernel_nngp=k_gp, kernel_ntk=k_ntk, drift=drift,
-                        grid_size=int(t.shape[0]), fit_error=ex.fit_error, discretisation=disc)
+                        grid_size=int(t.shape[0]), fit_error=ex.fit_error)

@@ -18,11 +18,31 @@ __all__ = ["graded_grid", "exponential_weights", "exponential_pair_weights", "so
 
 def graded_grid(t_end: float, h_first: float, h_max: float, growth: float,
                 include: Optional[Tensor] = None) -> Tensor:
-    """Time grid 0 = t_0 < ... < t_n = t_end whose step h(t) = clip(growth·t, h_first, h_max).
+    """SPEC §11 time grid 0 = t_0 < ... < t_n = t_end whose step h(t) = clip(growth·t, h_first, h_max).
 
     Fine steps resolve the fast gradient phase, geometric growth follows slower relaxations in log time,
-    and h_max bounds the step in the diffusive phase. Points of ``include`` (recorded times, t0) are
-    merged in exactly. Returns float64 [n + 1].
+    and h_max bounds the step in the diffusive phase.
+
+    Parameters
+    ----------
+    t_end : float
+        Last time of the grid.
+    h_first, h_max : float
+        Smallest and largest step.
+    growth : float
+        Step per unit time, h = growth·t between the two.
+    include : Tensor, optional
+        Times in [0, t_end] (recorded times, t0) merged in exactly.
+
+    Returns
+    -------
+    Tensor
+        float64 [n + 1], strictly increasing.
+
+    Raises
+    ------
+    ValueError
+        If a step parameter is not a positive finite number, or a time to include lies outside [0, t_end].
     """
     for name, v in (("t_end", t_end), ("h_first", h_first), ("h_max", h_max), ("growth", growth)):
         positive(f"graded_grid: {name}", v)
@@ -38,7 +58,7 @@ def graded_grid(t_end: float, h_first: float, h_max: float, growth: float,
             raise ValueError(f"graded_grid: times to include must lie in [0, t_end={t_end!r}]")
         grid = torch.cat([grid, extra.clamp(max=t_end)])
         grid = torch.unique(grid)  # sorted
-        # drop points closer than 1e-9·h to an included one, so no step is degenerate
+        # drop points closer than 1e-12·max(t_end, 1) to the previous one, so no step is degenerate
         keep = torch.ones_like(grid, dtype=torch.bool)
         keep[1:] = torch.diff(grid) > 1e-12 * max(t_end, 1.0)
         grid = grid[keep]
@@ -46,9 +66,21 @@ def graded_grid(t_end: float, h_first: float, h_max: float, growth: float,
 
 
 def exponential_weights(mu: Tensor, h: "float | Tensor") -> tuple[Tensor, Tensor, Tensor]:
-    """Exact integrals over one step of length h for a rate μ and a linear interpolant g(s):
-    ∫_{t−h}^{t} e^(−μ(t−s)) g(s) ds = w0 g(t−h) + w1 g(t), returned with the decay e^(−μh).
-    mu and h broadcast: e.g. mu [1, K] and the steps h [n, 1] give [n, K] for a whole grid.
+    """Exact integrals over one step of length h for a rate μ and a linear interpolant g(s) (the product
+    integration of SPEC §5.1 in README's numerical method): ∫_{t−h}^{t} e^(−μ(t−s)) g(s) ds = w0 g(t−h) + w1 g(t).
+
+    Parameters
+    ----------
+    mu : Tensor
+        Rates μ ≥ 0.
+    h : float or Tensor
+        Step lengths > 0, broadcasting with mu: e.g. mu [1, K] and the steps h [n, 1] give [n, K] for a
+        whole grid.
+
+    Returns
+    -------
+    decay, w0, w1 : Tensor
+        e^(−μh) and the weights of the step's left and right ends, of the broadcast shape.
     """
     x = mu * h
     decay = torch.exp(-x)
@@ -67,9 +99,21 @@ _PAIR_POLY = torch.tensor([[[1 / 3, -1 / 2, 0, 1 / 6], [1 / 6, -1 / 2, 1 / 2, -1
 
 def exponential_pair_weights(mu: Tensor, h: Tensor) -> Tensor:
     """Exact double integrals over one step for two linear interpolants g, g' (ends 0 = left, 1 = right):
-    ∫_0^h g(x) ∫_0^x e^(−μ(x−y)) g'(y) dy dx = Σ_ab W[..., a, b] g_a g'_b, so that a kernel Σ_k G_k e^(−μ_k|x−y|)
-    is integrated exactly between piecewise-linear functions. mu and h broadcast as in exponential_weights;
-    returns [..., 2, 2]. With w = x − y the integral is h² Σ_i P_ab[i] ∫_0^1 w^i e^(−μhw) dw.
+    ∫_0^h g(x) ∫_0^x e^(−μ(x−y)) g'(y) dy dx = Σ_ab W[..., a, b] g_a g'_b, so that a kernel Σ_k c_k e^(−μ_k|x−y|)
+    is integrated exactly between piecewise-linear functions (the covariance of SPEC §10, covariance.py (L5)).
+    With w = x − y the integral is h² Σ_i P_ab[i] ∫_0^1 w^i e^(−μhw) dw.
+
+    Parameters
+    ----------
+    mu : Tensor
+        Rates μ ≥ 0.
+    h : Tensor
+        Step lengths > 0, broadcasting with mu as in exponential_weights.
+
+    Returns
+    -------
+    Tensor
+        W [..., 2, 2] of the broadcast shape.
     """
     z = mu * h
     small = z < 1.0
@@ -88,14 +132,38 @@ def exponential_pair_weights(mu: Tensor, h: Tensor) -> Tensor:
 
 def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor, keep: Tensor,
                     progress: bool = False, desc: str = "volterra") -> tuple[Tensor, Tensor]:
-    """SPEC §5.1 for a separable kernel K(t,s) = Σ_{k,m} coef[k,m] e^(−μ_k (t−s)) ℓ_m(s), by product
-    integration: r = y − f is interpolated linearly on each step and the exponentials are integrated
-    exactly, through the running sums z_km(t) = ∫_0^t e^(−μ_k(t−s)) ℓ_m(s) r(s) ds; the new point is
-    implicit, (I + S_i) f_i = Σ coef (decay z + w0 ℓ r_{i−1}) + S_i y with S_i = Σ w1 ℓ_m(t_i) coef.
-
-    coef: [K, M, P, P]; mu: [K]; ell: [n + 1, M] = ℓ_m(t_i); t: [n + 1] with t[0] = 0; y: [P];
-    keep: distinct indices of grid points whose running sums are returned. Returns f [n + 1, P] and z [len(keep), K, M, P].
+    """SPEC §5.1, f(t) = ∫_0^t K(t,s) r(s) ds with the residual r = y − f, for a separable kernel
+    K(t,s) = Σ_{k,m} coef[k,m] e^(−μ_k (t−s)) ℓ_m(s), by product integration: r is interpolated linearly
+    on each step and the exponentials are integrated exactly, through the running sums
+    z_km(t) = ∫_0^t e^(−μ_k(t−s)) ℓ_m(s) r(s) ds; the new point is implicit,
+    (I + S_i) f_i = Σ coef (decay z + w0 ℓ r_{i−1}) + S_i y with S_i = Σ w1 ℓ_m(t_i) coef.
     Cost O(n K M P²), memory O(K M P²): no (n² × P²) array.
+
+    Parameters
+    ----------
+    coef : Tensor
+        [K, M, P, P] coefficients.
+    mu : Tensor
+        [K] rates.
+    ell : Tensor
+        [n + 1, M] ℓ_m(t_i).
+    t : Tensor
+        [n + 1] grid with t[0] = 0.
+    y : Tensor
+        [P] labels.
+    keep : Tensor
+        Distinct indices of grid points whose running sums are returned.
+    progress : bool
+        Show a progress bar, labelled ``desc``.
+    desc : str
+        Label of the progress bar.
+
+    Returns
+    -------
+    f : Tensor
+        [n + 1, P] the solution on the grid (f[0] = 0).
+    z : Tensor
+        [len(keep), K, M, P] the running sums at the grid points of ``keep``.
     """
     n1, p = t.shape[0], y.shape[0]
     k, m = coef.shape[:2]

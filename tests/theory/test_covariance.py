@@ -15,6 +15,7 @@ from driftsim.analysis.decode import decode_theory, network_accuracy
 from driftsim.theory.expansion import expand
 from driftsim.theory import covariance, discretisation
 from driftsim.theory.covariance import predictor_covariance
+from driftsim.theory.discretisation import discretise
 from driftsim.theory.kernels import KernelModel
 from driftsim.sim.simulate import simulate
 from driftsim.prior import Prior
@@ -109,11 +110,11 @@ def test_chosen_points_and_reused_discretisation_give_the_same_numbers():
     prior = Prior(0.1, 1.0, 0.5)
     t_learn, t_drift = record_times(20.0, 6), record_times(10.0, 4)
     y = torch.tensor([1.0, -1, 1, -1, 1])
-    mean = solve(x, y, xt, depth=1, activation="relu", prior=prior, t_learn=t_learn, t0=5.0, t_drift=t_drift,
-                 progress=False)
     kw = dict(depth=1, activation="relu", prior=prior, t_learn=t_learn, t0=5.0, t_drift=t_drift)
+    disc = discretise(x, xt, **kw)
+    solve(x, y, xt, progress=False, discretisation=disc, **kw)  # the mean leaves the discretisation as it was
     every = predictor_covariance(x, xt, **kw)
-    some = predictor_covariance(x, xt, points=[3, 1], test_points=[1], discretisation=mean.discretisation, **kw)
+    some = predictor_covariance(x, xt, points=[3, 1], test_points=[1], discretisation=disc, **kw)
     for phase in ("learn", "drift"):
         a, b = every[phase], some[phase]
         assert torch.allclose(b.var_train[:, [1, 3]], a.var_train[:, [1, 3]], atol=1e-12, rtol=0)
@@ -135,11 +136,10 @@ def test_truncated_drift_basis_stays_within_a_tenth_of_tol(act, s0):
     prior = Prior(0.01, 1.0, s0)
     t_end = 20 / prior.gamma
     t_learn, t_drift = record_times(t_end, 5), record_times(t_end, 30)
-    y = torch.tensor([1.0, -1, 1, -1, 1, -1, 1, -1])
-    mean = solve(x, y, xt, depth=2, activation=act, prior=prior, t_learn=t_learn, t0=t_end, t_drift=t_drift,
-                 tol=1e-3, progress=False)
+    disc = discretise(x, xt, depth=2, activation=act, prior=prior, t_learn=t_learn, t0=t_end, t_drift=t_drift,
+                      tol=1e-3)
     kw = dict(depth=2, activation=act, prior=prior, t_learn=t_learn, t0=t_end, t_drift=t_drift, points=[0, 5],
-              discretisation=mean.discretisation)
+              discretisation=disc)
     exact, cut = (predictor_covariance(x, xt, tol=tol, **kw)["drift"] for tol in (1e-13, 1e-3))
     assert torch.allclose(cut.cov_test, exact.cov_test, atol=1e-4, rtol=0)
     assert torch.allclose(cut.var_train[:, [0, 5]], exact.var_train[:, [0, 5]], atol=1e-4, rtol=0)
@@ -147,8 +147,8 @@ def test_truncated_drift_basis_stays_within_a_tenth_of_tol(act, s0):
 
 
 # Langevin ensembles (SPEC §8): width 512, 512 independent networks, relu, σ0/σ = 0.5 (backward sweep) and
-# 1 (lag route), T = 0.2 (γ = 0.2): learning over 5/γ with dt = 0.025 (the settings of test_langevin's mean
-# comparison), freeze at 0.5/γ, drift over 5/γ. Measured: sim/theory variance ratios on the test point
+# 1 (lag route), T = 0.2 (γ = 0.2): learning over 5/γ with dt = 0.025 (the settings of the mean comparison
+# in tests/sim/test_schemes.py), freeze at 0.5/γ, drift over 5/γ. Measured: sim/theory variance ratios on the test point
 # 0.95–1.14, KS p ≥ 0.1 (σ0/σ = 0.5); 0.91–1.11, KS p ≥ 0.06 (σ0 = σ).
 WIDTH, ENSEMBLE = 512, 512
 
@@ -163,10 +163,10 @@ def test_langevin_ensembles_have_the_predicted_gaussian(s0):
     prior = Prior(0.2, 1.0, s0)
     t_end, t0 = 5 / prior.gamma, 0.5 / prior.gamma  # early: with σ0 = σ/2, C(t0,t0) = 0.71 σ², far from later
     t_learn, t_drift = record_times(t_end, 12, t_first=0.05), record_times(t_end, 8, t_first=0.1)
-    mean = solve(task.x_train, task.y_train, task.x_test, depth=1, activation="relu", prior=prior,
-                 t_learn=t_learn, t0=t0, t_drift=t_drift, progress=False)
-    cov = predictor_covariance(task.x_train, task.x_test, depth=1, activation="relu", prior=prior,
-                               t_learn=t_learn, t0=t0, t_drift=t_drift, discretisation=mean.discretisation)
+    kw = dict(depth=1, activation="relu", prior=prior, t_learn=t_learn, t0=t0, t_drift=t_drift)
+    disc = discretise(task.x_train, task.x_test, covariance=True, **kw)
+    mean = solve(task.x_train, task.y_train, task.x_test, progress=False, discretisation=disc, **kw)
+    cov = predictor_covariance(task.x_train, task.x_test, discretisation=disc, **kw)
     sim = simulate(task.x_train, task.y_train, task.x_test, depth=1, activation="relu", width=WIDTH,
                    prior=prior, t_learn=t_learn, t0=t0, t_drift=t_drift, dt=0.025, ensemble=ENSEMBLE,
                    seed=3, progress=False)
@@ -203,10 +203,10 @@ def test_covariance_round_trips_through_the_run_file(tmp_path):
     task = synthetic_task(4, 0.75)
     prior = Prior(0.2, 1.0, 0.5)
     t_learn, t_drift = record_times(10.0, 4), record_times(5.0, 3)
-    theory = solve(task.x_train, task.y_train, task.x_test, depth=1, activation="relu", prior=prior,
-                   t_learn=t_learn, t0=5.0, t_drift=t_drift, progress=False)
-    cov = predictor_covariance(task.x_train, task.x_test, depth=1, activation="relu", prior=prior, t_learn=t_learn,
-                               t0=5.0, t_drift=t_drift, discretisation=theory.discretisation)
+    kw = dict(depth=1, activation="relu", prior=prior, t_learn=t_learn, t0=5.0, t_drift=t_drift)
+    disc = discretise(task.x_train, task.x_test, **kw)
+    theory = solve(task.x_train, task.y_train, task.x_test, progress=False, discretisation=disc, **kw)
+    cov = predictor_covariance(task.x_train, task.x_test, discretisation=disc, **kw)
     for name, phase in cov.items():
         getattr(theory, name).var_train, getattr(theory, name).cov_test = phase.var_train, phase.cov_test
     y = task.y_train.numpy()
@@ -236,8 +236,8 @@ def test_prior_expansion_reproduces_the_prior_covariance(act, s0):
     x, _ = points()
     prior = Prior(0.05, 1.0, s0)
     model = KernelModel(act, 2, prior)
-    ndk, fitted = expand(model, x, x, t_span=25 / prior.gamma, tau_min=1e-3, parts=("ndk", "prior"))
-    alone, = expand(model, x, x, t_span=25 / prior.gamma, tau_min=1e-3, parts=("prior",))
+    ndk, fitted = expand(model, x, x, t_span=25 / prior.gamma, tau_min=1e-3, parts=("ndk", "kgp"))
+    alone, = expand(model, x, x, t_span=25 / prior.gamma, tau_min=1e-3, parts=("kgp",))
     assert torch.allclose(fitted.coef, alone.coef, atol=1e-12, rtol=0)
     s = torch.tensor([0.0, 0.3, 4.0, 60.0, 400.0])
     tau = torch.tensor([0.0, 1e-3, 0.05, 1.0, 30.0, 300.0])
@@ -254,19 +254,18 @@ def test_prior_expansion_reproduces_the_prior_covariance(act, s0):
         assert torch.allclose(got, want, atol=1e-6, rtol=0)
 
 
-def test_prior_fitted_with_the_mean_gives_the_same_covariance():
-    """σ0 ≠ σ: K_GP's expansion fitted alongside the NDK's (solve(for_covariance=True)), fitted by the
+def test_kgp_fitted_in_the_discretisation_gives_the_same_covariance():
+    """σ0 ≠ σ: K_GP's expansion fitted alongside the NDK's (discretise(covariance=True)), fitted by the
     covariance itself, and the whole discretisation recomputed agree (the fits share their samples)."""
     x, xt = points(q=3)
     prior = Prior(0.1, 1.0, 0.5)
     kw = dict(depth=1, activation="relu", prior=prior, t_learn=record_times(20.0, 6), t0=5.0,
               t_drift=record_times(10.0, 4))
-    y = torch.tensor([1.0, -1, 1, -1, 1])
-    with_prior = solve(x, y, xt, progress=False, for_covariance=True, **kw).discretisation
-    without = solve(x, y, xt, progress=False, **kw).discretisation
-    assert with_prior.prior is not None and without.prior is None
+    with_kgp = discretise(x, xt, covariance=True, **kw)
+    without = discretise(x, xt, **kw)
+    assert with_kgp.kgp is not None and without.kgp is None
     covs = [predictor_covariance(x, xt, test_points=[2, 0], discretisation=d, **kw)
-            for d in (with_prior, without, None)]
+            for d in (with_kgp, without, None)]
     for phase in ("learn", "drift"):
         for other in covs[1:]:
             assert torch.allclose(other[phase].cov_test.nan_to_num(), covs[0][phase].cov_test.nan_to_num(),
