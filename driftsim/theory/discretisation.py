@@ -16,7 +16,8 @@ from ..activations import Activation
 from ..prior import Prior
 from ..times import check_times
 from .expansion import Expansion, expand
-from .kernels import KernelModel, check_inputs
+from ..validation import check_freeze, check_inputs, check_tol
+from .kernels import KernelModel
 from .volterra import graded_grid
 
 __all__ = ["graded_for", "grid_for", "discretise", "Discretisation", "lag_grid", "TAU_MIN_FRACTION"]
@@ -140,16 +141,10 @@ class Discretisation:
 def _check_protocol(t_learn: Tensor, t0: Optional[float], t_drift: Optional[Tensor], tol: float) -> Optional[Tensor]:
     """The accuracy and the freeze of a run: tol in (0, 1), 0 ≤ t0 ≤ t_learn[-1], t_drift given with t0.
     Returns the validated t_drift (float64, CPU), None without t0."""
-    if not (0 < tol < 1):
-        raise ValueError(f"theory.tol={tol!r} is not allowed: a number in (0, 1)")
+    check_tol(tol)
+    check_freeze(t0, t_drift, float(t_learn[-1]))
     if t0 is None:
         return None
-    t_end = float(t_learn[-1])
-    if not (0 <= t0 <= t_end):
-        raise ValueError(f"protocol.t0={t0!r} is outside the run: allowed 0 <= t0 <= {t_end:g} "
-                         "(the last recorded time)")
-    if t_drift is None:
-        raise ValueError("t_drift (times since the freeze) must be given with t0")
     return check_times("t_drift", t_drift)
 
 
