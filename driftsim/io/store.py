@@ -44,7 +44,8 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
                                decoder_retrained [A,S]; (+) tuning_correlation_median, decoder_relative_cross,
                                drift_index, participation_ratio, drift_in_variational_fraction,
                                subspace_overlap where the data allow; decoder_ridge_fixed [A,S], the ridge
-                               decoder of /theory/drift/population on the noise-free activity of session 0's cells
+                               decoder of /theory/drift/population on the noise-free activity of session 0's cells;
+                               similarity [A,S,X,X] (float32), stimulus × stimulus correlation over cells
     /theory/drift/population/pv_correlation [S,S], similarity [S,X,X], decoder_fixed [S]   (mode theory/both)
                                infinite population; (+) t [S], rate_correlation [S,S], decoder_output [S,Q],
                                decoder_output_inf [Q], decoder_fixed_inf []; attrs: layer, ridge
@@ -224,7 +225,7 @@ def _write_observed(h5: h5py.File, observed: dict, population) -> None:
         _put(g, "cells", np.asarray(o.cells, dtype=np.int64), timed=True)
         m = h5.require_group(f"metrics/{source}")
         for name, value in o.metrics.items():
-            _put(m, name, np.asarray(value, dtype=np.float64))
+            _put(m, name, np.asarray(value, dtype=np.float32 if name == "similarity" else np.float64))
     if population is not None:
         p = h5.require_group("theory/drift/population")
         p.attrs["layer"], p.attrs["ridge"] = int(population.layer), float(population.ridge)
@@ -336,8 +337,9 @@ def _check_observed(h5: h5py.File, path: Path) -> None:
             fail(f"/observe/{source}/cells", g["cells"].shape, r[:3])
         A = r[1]
         for name, d in (h5.get(f"metrics/{source}") or {}).items():
-            if d.shape[:2] != (A, S) or (d.ndim == 3 and d.shape[2] != S) or d.ndim not in (2, 3):
-                fail(f"/metrics/{source}/{name}", d.shape, f"[A={A}, S={S}] or [A, S, S]")
+            want = {2: (A, S), 3: (A, S, S), 4: (A, S, X, X)}.get(d.ndim)
+            if d.shape != want or (d.ndim == 4) != (name == "similarity"):
+                fail(f"/metrics/{source}/{name}", d.shape, f"[A={A}, S={S}] or [A, S, S] (similarity [A, S, X, X])")
     p = h5.get("theory/drift/population")
     if p is not None:
         S = p["pv_correlation"].shape[0]
