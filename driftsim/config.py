@@ -6,6 +6,7 @@ fails before any work with a message naming the key and what is allowed.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -21,8 +22,8 @@ from .validation import (check_activity_units, check_depth, check_ensemble, chec
                          check_synthetic_task, check_t0, check_tol, choice, integer, positive, require)
 
 __all__ = ["SyntheticTaskConfig", "ImagePairTaskConfig", "ModelConfig", "DynamicsConfig", "ProtocolConfig",
-           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "DriftsimConfig", "register_configs",
-           "equilibrium_time"]
+           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "ObserveConfig", "DriftsimConfig",
+           "register_configs", "equilibrium_time"]
 
 EQUILIBRIUM_RELAXATIONS = 25.0  # 25 relaxation times 1/γ: e^(−25) ≈ 1e-11, the NNGP equilibrium for all purposes
 
@@ -168,6 +169,57 @@ class DecodeConfig:
 
 
 @dataclass
+class ObserveConfig:
+    """Recordings of the drifting population (DESIGN.md "Drift metrics and recordings"; driftsim.observe)."""
+    sessions: int = 0  # S sessions evenly spaced from the freeze to t0 + t_drift; 0: off
+    networks: int = 4  # A observed networks: simulated (mode sim) or theory samples (mode theory)
+    cells: int = 200  # C cells recorded per network
+    trials: int = 10  # R trials per stimulus
+    noise: str = "poisson"  # none, gaussian (noise_sd), poisson (counts with rate gain·φ + baseline)
+    gain: float = 10.0  # rate per unit of φ: mean counts of a trial
+    baseline: float = 0.0
+    noise_sd: float = 1.0
+    turnover: float = 0.0  # fraction of the recorded cells replaced between consecutive sessions
+    layer: Optional[int] = None  # hidden layer observed; unset: the last
+
+    def __post_init__(self):
+        from .observe import NOISES
+        require(self.sessions == 0 or self.sessions >= 2, "observe.sessions", self.sessions,
+                 "0 (off) or an integer >= 2 (drift metrics compare sessions)")
+        require(self.networks >= 1, "observe.networks", self.networks, "an integer >= 1")
+        require(self.cells >= 2, "observe.cells", self.cells, "an integer >= 2 (correlations over cells)")
+        require(self.trials >= 1, "observe.trials", self.trials, "an integer >= 1")
+        choice("observe.noise", self.noise, NOISES)
+        positive("observe.gain", self.gain)
+        positive("observe.noise_sd", self.noise_sd)
+        require(math.isfinite(self.baseline), "observe.baseline", self.baseline, "a finite number")
+        require(0 <= self.turnover <= 1, "observe.turnover", self.turnover, "a fraction in [0, 1]")
+        require(self.layer is None or self.layer >= 1, "observe.layer", self.layer,
+                 "unset (the last hidden layer) or an integer >= 1")
+
+    def check_against(self, model: ModelConfig, sim: SimConfig, mode: str, drift: bool) -> None:
+        """The observe keys that contradict the model, the ensemble or the run, named with what is allowed."""
+        from .activations import get_activation
+        from .observe import units_needed
+        if self.sessions == 0:
+            return
+        require(drift, "observe.sessions", self.sessions, "0 unless protocol.t0 is set (sessions lie in the "
+                 "drift phase)")
+        require(self.layer is None or self.layer <= model.depth, "observe.layer", self.layer,
+                 f"unset or a hidden layer 1..model.depth={model.depth}")
+        require(not (self.noise == "poisson" and get_activation(model.activation).odd and self.baseline <= 0),
+                 "observe.baseline", self.baseline, f"> 0 with observe.noise=poisson and model.activation="
+                 f"{model.activation} (odd φ: gain·φ + baseline must be a rate >= 0)")
+        if mode in ("sim", "both"):
+            need = units_needed(self.sessions, self.cells, self.turnover)
+            require(need <= model.width, "observe.cells", self.cells,
+                     f"at most model.width={model.width} units per network in mode={mode} (with observe.turnover="
+                     f"{self.turnover} the recording uses {need} distinct units)")
+            require(self.networks <= sim.ensemble, "observe.networks", self.networks,
+                     f"at most sim.ensemble={sim.ensemble} in mode={mode}")
+
+
+@dataclass
 class DriftsimConfig:
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"task": "mnist"}])
     task: Any = None
@@ -178,6 +230,7 @@ class DriftsimConfig:
     record: RecordConfig = field(default_factory=RecordConfig)
     theory: TheoryConfig = field(default_factory=TheoryConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
     mode: str = "theory"
     seed: int = 0
     device: str = "auto"
@@ -191,6 +244,7 @@ class DriftsimConfig:
                 "'readout' unless mode=sim (the theory covers the frozen readout only)")
         check_t0(self.protocol.t0, self.dynamics.t_end)
         check_activity_units(self.sim.activity_units, self.model.width)
+        self.observe.check_against(self.model, self.sim, self.mode, drift=self.protocol.t0 is not None)
 
     @property
     def t_drift(self) -> Optional[float]:

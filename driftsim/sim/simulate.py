@@ -4,6 +4,7 @@ frozen at t0 while the hidden weights drift, the predictors recorded, divergence
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
@@ -13,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..activations import Activation
 from ..prior import Prior
-from ..results import SimPhase, SimResult
+from ..results import SimPhase, SimResult, SimSessions
 from ..times import check_times
 from ..validation import (check_activity_units, check_freeze, check_inputs, check_labels, choice, integer,
                           positive)
@@ -21,7 +22,7 @@ from .networks import Ensemble, init_ensemble, resolve_device, resolve_dtype
 from .noise import leave_a_core
 from .schemes import SCHEMES, euler, langevin, mpl, prior_drift, substeps
 
-__all__ = ["simulate", "DIVERGENCE_LIMIT", "FREEZES"]
+__all__ = ["simulate", "SessionRequest", "DIVERGENCE_LIMIT", "FREEZES"]
 
 FREEZES = ("readout", "none")  # protocol.freeze: what stops moving at t0 (none: the control of SPEC §8)
 
@@ -58,6 +59,30 @@ class _Recorder:
         return SimPhase(self.t, self.f[:, :, :P], self.f[:, :, P:], *act)
 
 
+@dataclass(frozen=True)
+class SessionRequest:
+    """Activity to record for the observation model: at drift times ``t`` [S] (since the freeze), of hidden
+    layer ``layer`` (1..L), the first ``units`` units of the first ``networks`` networks."""
+    t: Tensor
+    layer: int
+    networks: int
+    units: int
+
+    def recorder(self, x_all: Tensor, depth: int, ensemble: int, width: int, dtype: torch.dtype):
+        """A callable (i, net) storing session i, and the SimSessions it fills; checks the request."""
+        t = check_times("observe session times", self.t, from_zero=True)
+        for name, value, top in (("observe.layer", self.layer, depth), ("observe.networks", self.networks, ensemble),
+                                 ("observe cells (with turnover)", self.units, width)):
+            if not 1 <= value <= top:
+                raise ValueError(f"{name}={value} is not allowed: 1..{top} for this simulation")
+        out = SimSessions(t, self.layer, torch.empty(len(t), self.networks, self.units, len(x_all), dtype=dtype))
+
+        def record(i: int, net: Ensemble) -> None:
+            act = net.forward(x_all).phi[self.layer - 1]  # [E, N, X]
+            out.activity[i] = act[:self.networks, :self.units].cpu()
+        return record, out
+
+
 def _stability_hint(net: Ensemble, x: Tensor, prior: Prior) -> float:
     """Largest eigenvalue of the empirical NTK on the training set over the ensemble, at initialisation
     scaled to the prior's weight scale σ when that is larger (exact scaling for relu and linear φ)."""
@@ -88,7 +113,8 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
              t_drift: Optional[Tensor] = None, freeze: str = "readout", scheme: str = "langevin",
              dt: float = 0.01, lam: float = 100.0, mpl_inner_steps: int = 2, ensemble: int = 64,
              dtype: str = "float32", antithetic: bool = False, activity_units: int = 0, seed: int = 0,
-             device: str = "auto", progress: bool = True) -> SimResult:
+             device: str = "auto", progress: bool = True,
+             sessions: Optional[SessionRequest] = None) -> SimResult:
     """Simulate an ensemble of networks (SPEC §8) and record their predictors over learning and drift.
 
     E = ``ensemble`` networks of SPEC §1.1 (depth, activation, width N), initialised i.i.d. N(0, σ0²),
@@ -129,6 +155,10 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     progress : bool
         Show a progress bar.
+    sessions : SessionRequest, optional
+        Drift phase only: also record a layer's activity at its drift times into
+        ``SimResult.sessions``. They become extra stops of the drift, whose exact transitions compose,
+        so the drift keeps its law but draws other random numbers than a run without sessions.
 
     Returns
     -------
@@ -178,7 +208,14 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
     index = {t: i for i, t in enumerate(t_learn.tolist())}
     learn_rec = _Recorder(t_learn, ensemble, P, Q, units, dtype)
     drift_rec = _Recorder(t_drift, ensemble, P, Q, units, dtype) if t0 is not None else None
-    n_drift = len(t_drift) - 1 if t0 is not None else 0
+    if sessions is not None and t0 is None:
+        raise ValueError("observe sessions lie in the drift phase, but protocol.t0 is unset (no drift phase)")
+    record_session, session_out = (sessions.recorder(x_all, depth, ensemble, width, dtype)
+                                   if sessions is not None else (None, None))
+    drift_stops = t_drift.tolist() if t0 is not None else []
+    if sessions is not None:
+        drift_stops = sorted(set(drift_stops) | set(session_out.t.tolist()))
+    n_drift = max(len(drift_stops) - 1, 0)
 
     state = learning.init(net, g_learn)
     steps = 0
@@ -201,11 +238,16 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
                 check(state.net.forward(x).f, t_stop)
             if t0 is not None and t_stop == t0:
                 dstate = drift.init(state.net.clone(), g_drift)
-                drift_rec(0, dstate.net, x_all)
-                for i, span in enumerate(t_drift.diff().tolist(), start=1):
-                    drift.step(dstate, span)
-                    drift_rec(i, dstate.net, x_all)
-                    bar.update(1)
+                at_record = {t: i for i, t in enumerate(t_drift.tolist())}
+                at_session = {t: i for i, t in enumerate(session_out.t.tolist())} if sessions is not None else {}
+                for k_d, t_d in enumerate(drift_stops):
+                    if k_d > 0:
+                        drift.step(dstate, t_d - drift_stops[k_d - 1])
+                        bar.update(1)
+                    if t_d in at_record:
+                        drift_rec(at_record[t_d], dstate.net, x_all)
+                    if t_d in at_session:
+                        record_session(at_session[t_d], dstate.net)
                 del dstate
 
     info = {"scheme": scheme, "dt": dt, "steps": steps, "drift_transitions": n_drift,
@@ -216,4 +258,4 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
         info.update(lam=lam, mpl_inner_steps=mpl_inner_steps,
                     mpl_acceptance=state.stats.get("accepted", 0) / proposed if proposed else float("nan"))
     return SimResult(learn_rec.phase(), drift_rec.phase() if drift_rec is not None else None,
-                     float(t0) if t0 is not None else None, info)
+                     float(t0) if t0 is not None else None, info, session_out)
