@@ -45,7 +45,7 @@ def main(overrides):
         cfg = compose("config", overrides=["observe.sessions=10", *overrides])
     conf = OmegaConf.to_object(cfg)
     clock, dev = Clock(), torch.device("cpu")
-    task = make_task(conf.task, conf.seed)
+    task = make_task(**app.task_arguments(conf.task), seed=conf.seed)
     dyn = conf.dynamics
     t_learn, t_drift = record_times(dyn.t_end, conf.record.n_times), record_times(conf.t_drift, conf.record.n_times)
     t = app.session_times(conf)
@@ -61,8 +61,13 @@ def main(overrides):
         o = conf.observe
         request = SessionRequest(t, layer_of(o.layer, conf.model.depth), o.networks,
                                  obs.units_needed(o.sessions, o.cells, o.turnover))
-        sim = clock("run: simulation (with sessions)", simulate, task, conf.model, dyn, conf.protocol, conf.sim,
-                    t_learn, t_drift, conf.seed, device="cpu", progress=False, sessions=request)
+        m, s = conf.model, conf.sim
+        sim = clock("run: simulation (with sessions)", simulate, task.x_train, task.y_train, task.x_test,
+                    depth=m.depth, activation=m.activation, width=m.width, prior=Prior(dyn.T, dyn.sigma, dyn.sigma0),
+                    t_learn=t_learn, t0=conf.protocol.t0, t_drift=t_drift, freeze=conf.protocol.freeze,
+                    scheme=dyn.scheme, dt=dyn.dt, lam=dyn.lam, mpl_inner_steps=dyn.mpl_inner_steps,
+                    ensemble=s.ensemble, dtype=s.dtype, antithetic=s.antithetic, seed=conf.seed, device="cpu",
+                    progress=False, sessions=request)
         sources["sim"] = sim.sessions.activity
     o = conf.observe
     for source, units in sources.items():

@@ -123,14 +123,12 @@ def test_measures_on_known_curves():
 
 
 @pytest.fixture(scope="module")
-def observed_run(tmp_path_factory) -> store.Run:
+def observed_run(tmp_path_factory, run_driftsim) -> store.Run:
     """The debug preset with recordings: 4 sessions of 3 networks, theory and simulation."""
     out = tmp_path_factory.mktemp("plots") / "observed.h5"
-    proc = subprocess.run(["driftsim", "experiment=debug", "mode=both", "task=digits", "task.n_per_class=5",
-                           "task.n_test=4", "observe.sessions=4", "observe.networks=3", "observe.cells=40",
-                           f"out={out}"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return store.read_run(out)
+    path = run_driftsim("experiment=debug", "mode=both", "task=digits", "task.n_per_class=5", "task.n_test=4",
+                        "observe.sessions=4", "observe.networks=3", "observe.cells=40", f"out={out}")[0]
+    return store.read_run(path)
 
 
 def test_recording_figures(observed_run):

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from driftsim.analysis.ridge import fixed_ridge
-from driftsim.config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
 from driftsim.prior import Prior
 from driftsim.sim.simulate import SessionRequest, simulate
 from driftsim.tasks import make_task
@@ -125,7 +124,7 @@ T_SIM, T0, T_DRIFT, SESSIONS, WIDTH, NETS = 0.5, 0.5, 4.0, 5, 512, 64
 
 @pytest.fixture(scope="module")
 def digits():
-    task = make_task({"name": "digits", "classes": [0, 1], "n_per_class": 6, "n_test": 20}, 0)
+    task = make_task("digits", classes=[0, 1], n_per_class=6, n_test=20, seed=0)
     return task, torch.cat([task.x_train, task.x_test])
 
 
@@ -133,15 +132,15 @@ def digits():
 def _simulated(activation, depth, sigma0):
     """Session activity [S, E, U, X] of 64 networks of width 512 on 12 + 20 digits: learning to t0 = 0.5
     (γ = 0.5), the readout frozen, 5 sessions over 4 drift time units (2/γ)."""
-    task = make_task({"name": "digits", "classes": [0, 1], "n_per_class": 6, "n_test": 20}, 0)
+    task = make_task("digits", classes=[0, 1], n_per_class=6, n_test=20, seed=0)
     t = torch.linspace(0, T_DRIFT, SESSIONS, dtype=torch.float64)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many small ops per step: robust on a busy shared machine
     try:
-        res = simulate(task, ModelConfig(depth, activation, WIDTH), DynamicsConfig(T=T_SIM, sigma=1.0, sigma0=sigma0,
-                       dt=0.05, t_max=T0), ProtocolConfig(t0=T0, t_drift=T_DRIFT), SimConfig(ensemble=NETS),
-                       torch.tensor([0.0, T0], dtype=torch.float64), torch.tensor([0.0, T_DRIFT], dtype=torch.float64),
-                       seed=3, device="cpu", progress=False, sessions=SessionRequest(t, depth, NETS, WIDTH))
+        res = simulate(task.x_train, task.y_train, task.x_test, depth=depth, activation=activation, width=WIDTH,
+                       prior=Prior(T_SIM, 1.0, sigma0), t_learn=torch.tensor([0.0, T0], dtype=torch.float64), t0=T0,
+                       t_drift=torch.tensor([0.0, T_DRIFT], dtype=torch.float64), dt=0.05, ensemble=NETS, seed=3,
+                       device="cpu", progress=False, sessions=SessionRequest(t, depth, NETS, WIDTH))
     finally:
         torch.set_num_threads(threads)
     return res.sessions.activity.double(), t
@@ -208,7 +207,7 @@ def test_fixed_ridge_decoder_against_the_simulated_networks(digits, activation, 
 def test_fixed_decoder_is_the_frozen_readout_at_equilibrium():
     # λ = T/σ², fitted on the training set at a freeze at equilibrium: the output is the frozen-readout mean
     # predictor of SPEC §6.3 and its limit §6.4, which theory/mean.solve gets by Volterra integration
-    task = make_task({"name": "digits", "classes": [0, 1], "n_per_class": 5, "n_test": 6}, 0)
+    task = make_task("digits", classes=[0, 1], n_per_class=5, n_test=6, seed=0)
     prior = Prior(0.1, 1.0, 1.0)
     t0 = 25 / prior.gamma
     t_drift = record_times(25 / prior.gamma, 6)
