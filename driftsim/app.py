@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .analysis.decode import decode_sim, decode_theory
 from .analysis.sweeps import flat_config
-from .config import DriftsimConfig, register_configs
+from .config import DriftsimConfig, register_configs, validate
 from .io import store
 from .prior import Prior
 from .sim.networks import resolve_device
@@ -159,7 +159,7 @@ def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]
             cfg = compose("config", overrides=[*overrides, f"out='{out}'"])  # quoted: names hold "="
             config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
             if not out.exists() or existing_run_differs(out, config_yaml) is not None:
-                run(OmegaConf.to_object(cfg), config_yaml, out)
+                run(validate(cfg), config_yaml, out)
             runs[name] = store.read_run(out)
     return runs
 
@@ -169,7 +169,7 @@ def main(cfg: DictConfig) -> str:
     """Entry point of the ``driftsim`` console script (config keys: DESIGN.md "Config keys")."""
     single = HydraConfig.get().mode == RunMode.RUN
     try:
-        conf: DriftsimConfig = OmegaConf.to_object(cfg)  # runs every range check of driftsim.config
+        conf = validate(cfg)  # unknown keys and every range check of driftsim.config
         config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         out = output_path(conf)
         if out.exists() and not conf.overwrite:
