@@ -38,7 +38,7 @@ from .analysis import metrics
 from .analysis.decode import decode_sim, decode_theory
 from .analysis.ridge import fixed_ridge
 from .analysis.sweeps import flat_config
-from .config import DriftsimConfig, register_configs
+from .config import DriftsimConfig, register_configs, validate
 from .io import store
 from .prior import Prior
 from .sim.networks import resolve_device
@@ -266,7 +266,7 @@ def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]
             cfg = compose("config", overrides=[*overrides, f"out='{out}'"])  # quoted: names hold "="
             config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
             if not out.exists() or existing_run_differs(out, config_yaml) is not None:
-                run(OmegaConf.to_object(cfg), config_yaml, out)
+                run(validate(cfg), config_yaml, out)
             runs[name] = store.read_run(out)
     return runs
 
@@ -297,7 +297,7 @@ def run_config(cfg: DictConfig, progress: bool = False) -> tuple[Path, bool]:
     ValueError
         A value out of range, or ``out`` holding something else while ``overwrite`` is false.
     """
-    conf: DriftsimConfig = OmegaConf.to_object(cfg)  # runs every range check of driftsim.config
+    conf: DriftsimConfig = validate(cfg)  # unknown keys and every range check of driftsim.config
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     out = output_path(conf)
     if out.exists() and not conf.overwrite:

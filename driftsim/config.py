@@ -6,24 +6,27 @@ fails before any work with a message naming the key and what is allowed.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .activations import get_activation
 from .sim.networks import SIM_DTYPES
 from .sim.schemes import SCHEMES
 from .sim.simulate import FREEZES
 from .tasks import IMAGE_SETS, NORMALIZATIONS
-from .validation import (check_activity_units, check_depth, check_ensemble, check_image_pair_task,
-                         check_synthetic_task, check_t0, check_tol, choice, integer, positive, require)
+from .validation import (check_activity_units, check_depth, check_ensemble, check_image_pair_task, check_proximity,
+                         check_scales, check_seed, check_synthetic_task, check_t0, check_tol, choice, integer,
+                         positive, require)
 
 __all__ = ["SyntheticTaskConfig", "ImagePairTaskConfig", "ModelConfig", "DynamicsConfig", "ProtocolConfig",
            "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "ObserveConfig", "DriftsimConfig",
-           "register_configs", "equilibrium_time"]
+           "register_configs", "equilibrium_time", "check_known_keys", "validate"]
 
 EQUILIBRIUM_RELAXATIONS = 25.0  # 25 relaxation times 1/γ: e^(−25) ≈ 1e-11, the NNGP equilibrium for all purposes
 
@@ -94,11 +97,14 @@ class DynamicsConfig:
     mpl_inner_steps: int = 2  # MALA sweeps per MPL step on the proximal objective (langevin.mpl)
 
     def __post_init__(self):
-        for key in ("T", "sigma", "sigma0", "dt", "lam"):
+        check_scales(self.T, self.sigma, self.sigma0)  # what any depth needs; DriftsimConfig checks the depth's
+        for key in ("dt", "lam"):
             positive(f"dynamics.{key}", getattr(self, key))
         integer("dynamics.mpl_inner_steps", self.mpl_inner_steps, 0)
         positive("dynamics.t_max", self.t_max, optional=True)
         choice("dynamics.scheme", self.scheme, SCHEMES)
+        if self.scheme == "mpl":
+            check_proximity(self.lam, self.gamma)
 
     @property
     def gamma(self) -> float:
@@ -239,6 +245,9 @@ class DriftsimConfig:
 
     def __post_init__(self):
         choice("mode", self.mode, ("theory", "sim", "both"))
+        check_seed(self.seed)
+        d = self.dynamics
+        check_scales(d.T, d.sigma, d.sigma0, self.model.depth)
         choice("device", self.device, ("auto", "cpu", "cuda"))
         require(self.protocol.freeze == "readout" or self.mode == "sim", "protocol.freeze", self.protocol.freeze,
                 "'readout' unless mode=sim (the theory covers the frozen readout only)")
@@ -263,3 +272,41 @@ def register_configs() -> None:
     cs.store(name="driftsim_schema", node=DriftsimConfig)
     cs.store(group="task", name="synthetic_schema", node=SyntheticTaskConfig)
     cs.store(group="task", name="image_pair_schema", node=ImagePairTaskConfig)
+
+
+def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
+    """Refuse a key that its schema does not declare, such as one added with Hydra's ``+`` (``+foo=1``,
+    ``+dynamics.temperature=0.5``), which Hydra and OmegaConf accept into a structured config silently.
+
+    Raises
+    ------
+    ValueError
+        ``"unknown config key 'model.widths': did you mean 'model.width'? The keys of model are [...]"``:
+        the closest key of the same schema (difflib, when one is close) and all of its keys.
+    """
+    schema = OmegaConf.get_type(cfg)
+    if dataclasses.is_dataclass(schema):
+        known = [f.name for f in dataclasses.fields(schema) if f.name != "defaults"]
+        for key in cfg:
+            if key not in known and key != "defaults":
+                close = difflib.get_close_matches(str(key), known, n=1)
+                guess = f"did you mean {prefix + close[0]!r}?" if close else "no known key is close to it."
+                where = f" of {prefix.rstrip('.')}" if prefix else ""
+                raise ValueError(f"unknown config key {prefix + str(key)!r}: {guess} The keys{where} are {known}")
+    for key in cfg:
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
+            check_known_keys(node, f"{prefix}{key}.")
+
+
+def validate(cfg: DictConfig) -> DriftsimConfig:
+    """The composed config as a :class:`DriftsimConfig`, after refusing unknown keys and checking every range
+    (``__post_init__``), before any work.
+
+    Raises
+    ------
+    ValueError
+        Naming the key, its value and what is allowed.
+    """
+    check_known_keys(cfg)
+    return OmegaConf.to_object(cfg)

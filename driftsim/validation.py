@@ -9,15 +9,30 @@ of driftsim.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from numbers import Integral, Real
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = ["require", "positive", "integer", "choice", "check_tol", "check_depth", "check_ensemble",
            "check_activity_units", "check_t0", "check_freeze", "check_inputs", "check_labels",
-           "check_synthetic_task", "check_image_pair_task"]
+           "check_synthetic_task", "check_image_pair_task", "check_seed", "check_scales", "check_proximity",
+           "check_finite", "numerical_failures", "NumericalError", "SCALE_RANGE", "MAX_DEPTH", "SEED_LIMIT"]
+
+# The scales a run's numbers take, σ^(2(L+1)) (NNGP kernel), σ0^(2L) (NTK) and γ = T/σ² (the rate that sets
+# the time unit), stay within this range: products of a few of them and their eigendecompositions then stay
+# inside float64 (1e±308) with room to spare.
+SCALE_RANGE = (1e-100, 1e100)
+# Beyond ~100 layers the layer kernels (SPEC §3) have converged to their fixed point, where all inputs are
+# almost perfectly correlated and the tasks' classes can no longer be told apart; the recursion costs O(L).
+MAX_DEPTH = 100
+SEED_LIMIT = 2 ** 63  # seeds are stored as signed 64-bit integers (HDF5 attribute, numpy SeedSequence)
+
+
+class NumericalError(ValueError):
+    """A computation left float64's range (NaN, inf, a failed eigendecomposition) for the user's values."""
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -109,8 +124,86 @@ def check_tol(tol: float) -> float:
 
 
 def check_depth(depth: int) -> int:
-    """``model.depth``, the number L of hidden layers (SPEC §1.1): an integer >= 1."""
-    return integer("model.depth", depth, 1)
+    """``model.depth``, the number L of hidden layers (SPEC §1.1): an integer in [1, MAX_DEPTH].
+
+    Raises
+    ------
+    ValueError
+        ``"model.depth=... is not allowed: an integer in [1, 100] ..."``.
+    """
+    ok = isinstance(depth, Integral) and not isinstance(depth, bool) and 1 <= depth <= MAX_DEPTH
+    require(ok, "model.depth", depth, f"an integer in [1, {MAX_DEPTH}] (deeper kernels have converged to their "
+            "fixed point, where all inputs look alike)")
+    return int(depth)
+
+
+def check_seed(seed: int) -> int:
+    """``seed``: an integer in [0, 2**63), stored as a signed 64-bit integer.
+
+    Raises
+    ------
+    ValueError
+        ``"seed=... is not allowed: an integer in [0, 2**63)"``.
+    """
+    ok = isinstance(seed, Integral) and not isinstance(seed, bool) and 0 <= seed < SEED_LIMIT
+    require(ok, "seed", seed, "an integer in [0, 2**63)")
+    return int(seed)
+
+
+def _power_range(key: str, value: float, power: float, what: str) -> None:
+    """Require value**power within SCALE_RANGE, stating the range of ``value`` that this allows."""
+    lo, hi = SCALE_RANGE
+    low, high = lo ** (1 / power), hi ** (1 / power)
+    require(low <= value <= high, key, value, f"a number in [{low:.3g}, {high:.3g}], so that {what} lies "
+            f"within [{lo:g}, {hi:g}] (float64 stays exact and finite there)")
+
+
+def check_scales(T: float, sigma: float, sigma0: float, depth: Optional[int] = None) -> None:
+    """The prior's scales (SPEC §1.2, §2, §3.3) against SCALE_RANGE: σ^(2(L+1)) (the NNGP kernel), σ0^(2L)
+    (the NTK) and γ = T/σ² (the weights' relaxation rate; every time is in units where 1/γ is the diffusive
+    time scale). Each of T, σ, σ0 is first checked to be a positive finite number.
+
+    Parameters
+    ----------
+    T, sigma, sigma0 : float
+        dynamics.T, dynamics.sigma, dynamics.sigma0.
+    depth : int, optional
+        model.depth L; None checks what every depth needs (the bounds of L = 1, the widest).
+
+    Raises
+    ------
+    ValueError
+        Naming the key, its value and the range allowed (at this depth).
+    """
+    T, sigma, sigma0 = (positive(f"dynamics.{k}", v) for k, v in (("T", T), ("sigma", sigma), ("sigma0", sigma0)))
+    L = 1 if depth is None else depth
+    at = "L = model.depth >= 1" if depth is None else f"L = model.depth = {depth}"
+    _power_range("dynamics.sigma", sigma, 2 * (L + 1), f"the NNGP kernel's scale σ^(2(L+1)) ({at})")
+    _power_range("dynamics.sigma0", sigma0, 2 * L, f"the NTK's scale σ0^(2L) ({at})")
+    lo, hi = SCALE_RANGE
+    require(lo * sigma ** 2 <= T <= hi * sigma ** 2, "dynamics.T", T,
+            f"a number in [{lo * sigma ** 2:.3g}, {hi * sigma ** 2:.3g}], so that the relaxation rate γ = T/σ² "
+            f"(σ = dynamics.sigma = {sigma:g}) lies within [{lo:g}, {hi:g}]")
+
+
+def check_proximity(lam: float, gamma: float, lam_max: Optional[float] = None) -> float:
+    """``dynamics.lam``, the proximity λ of MPL (SPEC §1.3), one step being dt = 1/λ: it must exceed the
+    prior's rate γ = T/σ² and, when known, the largest NTK eigenvalue λ_max on the training set. A weaker
+    proximity lets the step follow the objective rather than the proximity term: the chain is then no
+    discretisation of the Langevin dynamics (its AR(1) factor κ = 1/(1 + γ/λ) is far from e^(−γ/λ), and the
+    gradient phase, of rate λ_max, passes within one step).
+
+    Raises
+    ------
+    ValueError
+        ``"dynamics.lam=... is not allowed: a number > ..."``.
+    """
+    lam = positive("dynamics.lam", lam)
+    bound, why = (gamma, f"γ = T/σ² = {gamma:.3g}") if lam_max is None or lam_max < gamma else \
+        (lam_max, f"the largest NTK eigenvalue on the training set, λ_max = {lam_max:.3g}")
+    require(lam > bound, "dynamics.lam", lam, f"a number > {bound:.3g} ({why}): with a weaker proximity one MPL "
+            "step dt = 1/lam spans the dynamics' fastest time scale")
+    return lam
 
 
 def check_ensemble(ensemble: int, antithetic: bool) -> int:
@@ -241,3 +334,41 @@ def check_image_pair_task(classes: Sequence[int], n_per_class: int, n_test: int)
     integer("task.n_per_class", n_per_class, 1)
     ok = isinstance(n_test, Integral) and n_test >= 0 and n_test % 2 == 0
     require(ok, "task.n_test", n_test, "an even integer >= 0 (half per class)")
+
+
+def _failure(keys: str) -> str:
+    return f"for {keys}: float64 cannot represent this run's numbers; move these keys toward 1"
+
+
+def check_finite(what: str, value: Tensor, keys: str) -> Tensor:
+    """``value`` after checking that every entry is finite: a NaN or inf of a computation is reported where it
+    arises, naming the config keys that led there.
+
+    Parameters
+    ----------
+    what : str
+        What was computed, e.g. ``"the NTK of the training and test points"``.
+    value : Tensor
+        The result, any shape.
+    keys : str
+        The keys and values that led there, e.g. ``"dynamics.sigma0=1000, model.depth=4"``.
+
+    Raises
+    ------
+    NumericalError
+        ``"{what} is not finite (NaN or inf) for {keys}: ..."``.
+    """
+    if not bool(torch.isfinite(value).all()):
+        raise NumericalError(f"{what} is not finite (NaN or inf) {_failure(keys)}")
+    return value
+
+
+@contextmanager
+def numerical_failures(keys: str) -> Iterator[None]:
+    """Turn a failed eigendecomposition or Cholesky factorisation (torch.linalg.LinAlgError) or an overflow
+    inside the block into a :class:`NumericalError` naming the config keys that led there."""
+    try:
+        yield
+    except (torch.linalg.LinAlgError, OverflowError, ZeroDivisionError) as e:
+        raise NumericalError(f"the computation failed ({type(e).__name__}: {str(e).splitlines()[0]}) "
+                             f"{_failure(keys)}") from e

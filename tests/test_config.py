@@ -49,7 +49,7 @@ def test_presets_exist_for_the_papers_settings():
     ("model.activation=foo", "model.activation='foo'", "one of \\['erf', 'gelu', 'linear', 'relu'"),
     ("dynamics.T=-1", "dynamics.T=-1.0", "a positive finite number"),
     ("dynamics.sigma0=0", "dynamics.sigma0=0.0", "a positive finite number"),
-    ("model.depth=0", "model.depth=0", "an integer >= 1"),
+    ("model.depth=0", "model.depth=0", "an integer in \\[1, 100\\]"),
     ("mode=fast", "mode='fast'", "one of \\['theory', 'sim', 'both'\\]"),
     ("task.normalize=max", "task.normalize='max'", "one of \\['global', 'per_example', 'none'\\]"),
     ("protocol.t0=1e9", "protocol.t0=1000000000.0", "within the learning run"),

@@ -40,7 +40,7 @@ def _with_t0(t0):
 CASES = [  # (the config, the domain calls, a part of the message)
     (lambda: TheoryConfig(tol=2.0), [lambda: _solve(tol=2.0)], "theory.tol=2.0 is not allowed: a number in (0, 1)"),
     (lambda: ModelConfig(depth=0), [lambda: KernelModel("relu", 0, PRIOR), lambda: _init(depth=0),
-                                    lambda: _solve(depth=0)], "model.depth=0 is not allowed: an integer >= 1"),
+                                    lambda: _solve(depth=0)], "model.depth=0 is not allowed: an integer in [1, 100]"),
     (lambda: SimConfig(ensemble=5, antithetic=True), [lambda: _init(5, antithetic=True)],
      "sim.ensemble=5 is not allowed: an even number when sim.antithetic=true"),
     (lambda: DriftsimConfig(model=ModelConfig(width=4), sim=SimConfig(activity_units=5)),
@@ -48,6 +48,7 @@ CASES = [  # (the config, the domain calls, a part of the message)
     (lambda: _with_t0(1e9), [lambda: _solve(t0=1e9, t_drift=record_times(1.0, 2)),
                              lambda: _simulate(t0=1e9, t_drift=record_times(1.0, 2))],
      "protocol.t0=1000000000.0 is outside the run"),
+    (lambda: DriftsimConfig(seed=-1), [lambda: _simulate(seed=-1)], "seed=-1 is not allowed: an integer in [0, 2**63)"),
     (lambda: DynamicsConfig(T=-1.0), [lambda: Prior(-1.0, 1.0, 1.0)], "dynamics.T=-1.0 is not allowed: a positive"),
     (lambda: DynamicsConfig(scheme="heun"), [lambda: _simulate(scheme="heun")], "dynamics.scheme='heun' is not"),
     (lambda: ModelConfig(activation="swish"), [lambda: _solve(activation="swish"),

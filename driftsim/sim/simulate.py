@@ -16,8 +16,8 @@ from ..activations import Activation
 from ..prior import Prior
 from ..results import SimPhase, SimResult, SimSessions
 from ..times import check_times
-from ..validation import (check_activity_units, check_freeze, check_inputs, check_labels, choice, integer,
-                          positive)
+from ..validation import (check_activity_units, check_depth, check_freeze, check_inputs, check_labels,
+                          check_proximity, check_scales, check_seed, choice, integer, positive)
 from .networks import Ensemble, init_ensemble, resolve_device, resolve_dtype
 from .noise import leave_a_core
 from .schemes import SCHEMES, euler, langevin, mpl, prior_drift, substeps
@@ -186,6 +186,8 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
     dt = 1 / positive("dynamics.lam", lam) if scheme == "mpl" else positive("dynamics.dt", dt)
     integer("dynamics.mpl_inner_steps", mpl_inner_steps, 0)
     units = check_activity_units(activity_units, integer("model.width", width, 1))
+    check_scales(prior.T, prior.sigma, prior.sigma0, check_depth(depth))
+    check_seed(seed)
     dev, dtype = resolve_device(device), resolve_dtype(dtype)
     x, y, x_test = (v.to(device=dev, dtype=dtype) for v in (x_train, y_train, x_test))
     x_all = torch.cat([x, x_test])
@@ -194,6 +196,8 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
     net = init_ensemble(ensemble, x.shape[1], width, depth, activation, prior.sigma0, generator=g_init, dtype=dtype,
                         antithetic=antithetic)
     lam_max = _stability_hint(net, x, prior)
+    if scheme == "mpl":
+        check_proximity(lam, prior.gamma, lam_max)
     if scheme == "mpl":
         learning, drift_kind = mpl(x, y, prior, mpl_inner_steps), "mpl"
     else:

@@ -12,7 +12,8 @@ from ..activations import Activation
 from ..prior import Prior
 from ..results import Equilibrium, TheoryDrift, TheoryLearn, TheoryResult
 from ..times import check_times
-from ..validation import check_freeze, check_inputs, check_labels, check_tol
+from ..validation import (check_depth, check_finite, check_freeze, check_inputs, check_labels, check_scales,
+                          check_tol, numerical_failures)
 from .discretisation import Discretisation, discretise
 from .kernels import KernelModel
 from .volterra import solve_separable
@@ -128,11 +129,25 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     check_freeze(t0, t_drift, float(t_learn[-1]))
     tau = check_times("t_drift", t_drift) if t0 is not None else None
 
+    check_scales(prior.T, prior.sigma, prior.sigma0, check_depth(depth))
+    keys = (f"dynamics.T={prior.T:g}, dynamics.sigma={prior.sigma:g}, dynamics.sigma0={prior.sigma0:g}, "
+            f"model.depth={depth}, model.activation={getattr(activation, 'name', activation)}")
+    with numerical_failures(keys):
+        return _solve(x_train, y, x_test, depth, activation, prior, t_learn, t0, tau, tol, progress,
+                      for_covariance, keys)
+
+
+def _solve(x_train: Tensor, y: Tensor, x_test: Tensor, depth: int, activation: Union[str, Activation],
+           prior: Prior, t_learn: Tensor, t0: Optional[float], tau: Optional[Tensor], tol: float, progress: bool,
+           for_covariance: bool, keys: str) -> TheoryResult:
+    """solve() on checked arguments; every result checked finite where it arises (naming ``keys``)."""
+    p = x_train.shape[0]
     device = x_train.device
     x_train, x_test, y = (a.to(device=device, dtype=torch.float64) for a in (x_train, x_test, y))
     model = KernelModel(activation, depth, prior)
     x_all = torch.cat([x_train, x_test])
-    k_ntk, k_gp = model.ntk(x_all, x_all), model.nngp(x_all, x_all)
+    k_ntk = check_finite("the NTK of the training and test points", model.ntk(x_all, x_all), keys)
+    k_gp = check_finite("the NNGP kernel of the training and test points", model.nngp(x_all, x_all), keys)
     f_ntk_train, f_ntk_test = ntk_predictor(k_ntk, p, y, t_learn.to(device))
 
     if discretisation is None:
@@ -148,7 +163,9 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     f, z = solve_separable(ex.coef[:, :, :p], (ex.alpha + 1) * gamma, ex.basis_u(torch.exp(-2 * gamma * t)),
                            t, y, keep, progress=progress, desc="theory: learning")
     z_rec, z0 = z[slot[:-1]], z[slot[-1]]
-    f_test = torch.einsum("kmqp,nkmp->nq", ex.coef[:, :, p:], z_rec)
+    check_finite("the mean predictor on the training points (SPEC §5.1)", f, keys)
+    f_test = check_finite("the mean predictor on the test points (SPEC §5.1)",
+                          torch.einsum("kmqp,nkmp->nq", ex.coef[:, :, p:], z_rec), keys)
     learn = TheoryLearn(t=t_learn, f_train=f[rec], f_test=f_test, f_ntk_train=f_ntk_train, f_ntk_test=f_ntk_test)
     nngp = nngp_predictor(k_gp, p, y, prior.T)
     ntk_eq = Equilibrium(f_train=y.clone(), f_test=k_ntk[p:, :p] @ torch.linalg.solve(k_ntk[:p, :p], y))
@@ -157,6 +174,7 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
         tau = tau.to(device)
         # SPEC §6.2 = Σ e^(−α γ τ) coef z(t0); τ → ∞ keeps the α = 0 (mean-kernel) term, SPEC §6.4
         f_fr = torch.einsum("nk,kmap,kmp->na", torch.exp(-gamma * tau[:, None] * ex.alpha[None, :]), ex.coef, z0)
+        check_finite("the frozen-readout predictor (SPEC §6.2)", f_fr, keys)
         f_inf = torch.einsum("map,mp->a", ex.coef[0], z0[0])
         drift = TheoryDrift(t0=float(t0), t=tau, f_train=f_fr[:, :p], f_test=f_fr[:, p:],
                             f_inf_train=f_inf[:p], f_inf_test=f_inf[p:])
