@@ -134,12 +134,12 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
             f"model.depth={depth}, model.activation={getattr(activation, 'name', activation)}")
     with numerical_failures(keys):
         return _solve(x_train, y, x_test, depth, activation, prior, t_learn, t0, tau, tol, progress,
-                      for_covariance, keys)
+                      discretisation, keys)
 
 
 def _solve(x_train: Tensor, y: Tensor, x_test: Tensor, depth: int, activation: Union[str, Activation],
            prior: Prior, t_learn: Tensor, t0: Optional[float], tau: Optional[Tensor], tol: float, progress: bool,
-           for_covariance: bool, keys: str) -> TheoryResult:
+           discretisation: Optional[Discretisation], keys: str) -> TheoryResult:
     """solve() on checked arguments; every result checked finite where it arises (naming ``keys``)."""
     p = x_train.shape[0]
     device = x_train.device
