@@ -52,7 +52,7 @@ def case(name: str, prior: Prior, act: str, depth: int, n_test: int, points: lis
         include = torch.cat([t_learn, torch.tensor([t_end], dtype=torch.float64)])
         grid = f"lag grid {lag_grid(disc, prior.gamma, include).shape[0]}"
     else:
-        grid = f"mean's grid, {extra:.2f} s in the mean's expansion"
+        grid = f"mean's grid, {extra:.2f} s expanding K_GP"
     line = (f"{name}: mean {t_mean:.2f} s (grid {mean.grid_size}); covariance of {len(points)} training + "
             f"{n_test} test points adds {added:.2f} s ({t_cov:.2f} s sweep, {grid}) = {added / t_mean:.2f} × "
             f"the mean")

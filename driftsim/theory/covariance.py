@@ -364,12 +364,8 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
 
     Parameters
     ----------
-    x_train : Tensor
-        [P, N0] training inputs; the computation runs in float64 on their device.
-    x_test : Tensor
-        [Q, N0] test inputs.
-    depth, activation, prior, t_learn, t0, t_drift
-        As for ``mean.solve``.
+    x_train, x_test, depth, activation, prior, t_learn, t0, t_drift
+        As for ``mean.solve`` (the inputs [P, N0] and [Q, N0] set the device of the computation).
     tol : float
         Target accuracy in (0, 1): of the discretisation built here (the grid of ``mean.solve`` for the same
         tol) and the truncation of the drift basis (tol/10) and of the coefficients' u-dependence (tol/100).

@@ -157,24 +157,8 @@ def discretise(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union
 
     Parameters
     ----------
-    x_train : Tensor
-        [P, N0] training inputs; the computation runs in float64 on their device.
-    x_test : Tensor
-        [Q, N0] test inputs.
-    depth : int
-        Number of hidden layers L ≥ 1.
-    activation : str or Activation
-        φ, by name or as an object.
-    prior : Prior
-        Weight prior (T, σ, σ0) of SPEC §2.
-    t_learn : Tensor
-        [n] recorded times of learning, ascending, ≥ 0.
-    t0 : float, optional
-        Time of the freeze, 0 ≤ t0 ≤ t_learn[-1].
-    t_drift : Tensor, optional
-        [m] times since the freeze; required with t0.
-    tol : float
-        Target accuracy in (0, 1) of the Volterra solution.
+    x_train, x_test, depth, activation, prior, t_learn, t0, t_drift, tol
+        As for ``mean.solve`` (the inputs [P, N0] and [Q, N0] set the device of the computation).
     covariance : bool
         Also expand K_GP, which the covariance needs when σ0 ≠ σ (with σ0 = σ it follows from the NDK's
         by fluctuation–dissipation and is not fitted).
@@ -186,8 +170,7 @@ def discretise(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union
     Raises
     ------
     ValueError
-        For inputs that are not finite 2-D arrays of matching dimension, bad times, tol, t0, depth or
-        activation, naming the argument and what is allowed.
+        For bad inputs, naming the argument and what is allowed.
     """
     x_train = check_inputs("x_train", x_train)
     x_test = check_inputs("x_test", x_test, dim=x_train.shape[1])

@@ -168,37 +168,15 @@ class KernelModel:
         return s2 * self._one_time(s2, xa, xb).k
 
     def ntk(self, xa: Tensor, xb: Tensor) -> Tensor:
-        """SPEC §3.3 NTK K_ntk = K_d(0,0) = K_L + σ0² K'_L G_L with C ≡ σ0².
-
-        Parameters
-        ----------
-        xa, xb : Tensor
-            [p, N0] and [q, N0] inputs.
-
-        Returns
-        -------
-        Tensor
-            [p, q].
-        """
+        """SPEC §3.3 NTK K_ntk = K_d(0,0) = K_L + σ0² K'_L G_L with C ≡ σ0²: [p, q] for the arguments of
+        ``nngp``."""
         s02 = self.prior.sigma0 ** 2
         tt = self._one_time(s02, xa, xb)
         return tt.k + s02 * tt.kp * tt.g
 
     def prior_cov(self, t: Tensor, s: Tensor, xa: Tensor, xb: Tensor) -> Tensor:
-        """SPEC §3.1 output prior covariance K_GP(t,s) = C(t,s) K_L(t,s).
-
-        Parameters
-        ----------
-        t, s : Tensor
-            [B] pairs of times.
-        xa, xb : Tensor
-            [p, N0] and [q, N0] inputs.
-
-        Returns
-        -------
-        Tensor
-            [B, p, q].
-        """
+        """SPEC §3.1 output prior covariance K_GP(t,s) = C(t,s) K_L(t,s): [B, p, q] for the arguments of
+        ``two_time``."""
         return self.prior.cov(t, s)[:, None, None] * self.two_time(t, s, xa, xb).k
 
     # --- drift ---------------------------------------------------------------------------------

@@ -229,8 +229,8 @@ def test_covariance_round_trips_through_the_run_file(tmp_path):
 
 
 @pytest.mark.parametrize("act,s0", [("relu", 1.0), ("erf", 1.0), ("relu", 0.6)])
-def test_prior_expansion_reproduces_the_prior_covariance(act, s0):
-    """K_GP(t,s) = ρ G(ρ,u) from the expansion fitted with the NDK's (one kernel evaluation) against
+def test_kgp_expansion_reproduces_the_prior_covariance(act, s0):
+    """K_GP(t,s) = ρ A(ρ,u) from the expansion fitted with the NDK's (one kernel evaluation) against
     model.prior_cov at pairs of times; with σ0 = σ also (T/μ_k) × the NDK's coefficients, the
     fluctuation–dissipation route of the covariance sweep."""
     x, _ = points()
