@@ -1,7 +1,8 @@
 """The ``driftsim`` command end to end (DESIGN.md config keys and HDF5 layout): the default run, output
 paths, skipping complete runs, sweeps with the basic, joblib and submitit launchers, a failing job that
 loses no other job's file, and drift decoding on MNIST 0/1 (SPEC §6.4). The command itself is launched
-for the default run and the sweeps; the other jobs run in this process (``app.run_config``)."""
+for the default run and one sweep; the other sweeps run in this process through Hydra's sweeper and
+launchers, single jobs through ``app.run_config``."""
 from __future__ import annotations
 
 import re
@@ -13,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from driftsim import app
 from driftsim.analysis import sweeps
 from driftsim.io import store
 
@@ -86,23 +88,33 @@ def test_relative_out_skip_conflict_and_overwrite(tmp_path, monkeypatch, caplog,
 SWEEP = ["experiment=debug", "mode=theory", "task=synthetic", "model.activation=relu,erf", "dynamics.T=0.2,0.4"]
 
 
+@pytest.fixture
+def sweep(hydra_sweep_runner):
+    """``sweep(folder, *overrides)``: ``driftsim -m OVERRIDES hydra.sweep.dir=FOLDER`` in this process, through
+    Hydra's own sweeper and launchers (hydra's pytest plugin); the folder is removed when the block ends."""
+    def run(folder: Path, *overrides: str):
+        return hydra_sweep_runner(calling_file=None, calling_module="driftsim.app", task_function=app.main,
+                                  config_path="conf", config_name="config", overrides=list(overrides),
+                                  temp_dir=folder)
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
-def test_sweep_writes_four_files_collects_and_resumes(tmp_path, launcher):
-    sweep = tmp_path / "sweep"
-    args = ["-m", *SWEEP, f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}"]
-    driftsim(*args, cwd=tmp_path)
-    files = sorted(sweep.rglob("driftsim.h5"))
-    assert len(files) == 4 and all(store.is_complete(f) for f in files)
-    table = sweeps.collect(sweep)
-    n = 8 + 1  # record.n_times of the debug preset, plus t = 0
-    assert len(table) == 4 * 3 * n  # theory learn, theory drift, ntk learn
-    assert {"model.activation", "dynamics.T"} <= set(table.columns)
-    assert table.groupby(["file", "source", "phase", "t"]).size().eq(1).all()
-    assert table.groupby(["model.activation", "dynamics.T"]).file.nunique().eq(1).all()
-    stamps = [f.stat().st_mtime_ns for f in files]
-    driftsim(*args, cwd=tmp_path)  # a re-run finds every file complete and recomputes nothing
-    assert [f.stat().st_mtime_ns for f in files] == stamps
+def test_sweep_writes_four_files_collects_and_resumes(tmp_path, sweep, launcher):
+    folder, args = tmp_path / "sweep", [*SWEEP, f"hydra/launcher={launcher}"]
+    with sweep(folder, *args):
+        files = sorted(folder.rglob("driftsim.h5"))
+        assert len(files) == 4 and all(store.is_complete(f) for f in files)
+        table = sweeps.collect(folder)
+        n = 8 + 1  # record.n_times of the debug preset, plus t = 0
+        assert len(table) == 4 * 3 * n  # theory learn, theory drift, ntk learn
+        assert {"model.activation", "dynamics.T"} <= set(table.columns)
+        assert table.groupby(["file", "source", "phase", "t"]).size().eq(1).all()
+        assert table.groupby(["model.activation", "dynamics.T"]).file.nunique().eq(1).all()
+        stamps = [f.stat().st_mtime_ns for f in files]
+        with sweep(folder, *args):  # a re-run finds every file complete and recomputes nothing
+            assert [f.stat().st_mtime_ns for f in files] == stamps
 
 
 def test_a_failing_job_loses_no_other_jobs_file(tmp_path):
@@ -122,6 +134,17 @@ def test_both_mode_writes_theory_and_simulation(tmp_path, run_driftsim):
         assert not [p for p in design_paths(("theory", "sim")) if p not in h5]
         assert h5["/sim/drift/f_train"].shape == (9, 8, 4)
         assert "/sim/activity/drift/train" in h5 and "/decode/sim/drift/population_fixed" in h5
+
+
+@pytest.mark.slow
+def test_debug_preset_runs_an_mnist_pair_in_seconds(tmp_path, run_driftsim):
+    start = time.process_time()  # CPU seconds of all threads: what the run costs, whatever else the machine runs
+    path, _ = run_driftsim("debug=fast", "task=mnist", "mode=both", f"out={tmp_path / 'run.h5'}")
+    cpu = time.process_time() - start
+    assert cpu < 60, f"debug=fast task=mnist mode=both took {cpu:.0f} CPU seconds"
+    with h5py.File(path) as h5:
+        assert not [p for p in design_paths(("theory", "sim")) if p not in h5]
+        assert h5["/sim/drift/f_train"].shape == (9, 8, 100) and h5["/theory/learn/f_test"].shape == (9, 100)
 
 
 @pytest.mark.slow

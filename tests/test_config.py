@@ -45,6 +45,35 @@ def test_presets_exist_for_the_papers_settings():
     assert isinstance(validated("experiment=debug").task, SyntheticTaskConfig)
 
 
+def test_dynamics_presets_are_the_papers_and_a_fast_one():
+    paper, fast = validated("dynamics=paper"), validated("dynamics=fast")
+    assert validated().dynamics == paper.dynamics  # the default
+    assert (paper.dynamics.T, paper.dynamics.sigma, paper.dynamics.sigma0) == (1e-3, 1.0, 1.0)
+    assert (fast.dynamics.T, fast.dynamics.dt, fast.dynamics.gamma) == (0.2, 0.1, 0.2)
+    assert fast.protocol.t0 == fast.t_drift == equilibrium_time(0.2, 1.0) == 125
+    assert validated("dynamics=fast", "dynamics.T=0.5").dynamics.T == 0.5  # a key still overrides the preset
+
+
+@pytest.mark.parametrize("task", ["synthetic", "digits", "mnist", "cifar10"])
+def test_debug_preset_composes_with_any_task_and_keeps_its_size(task):
+    conf = validated("debug=fast", f"task={task}")
+    assert conf.task == validated(f"task={task}").task
+    assert conf.dynamics == validated("dynamics=fast").dynamics
+    assert (conf.record.n_times, conf.theory.tol, conf.sim.ensemble, conf.model.width) == (8, 1e-3, 8, 64)
+
+
+def test_experiment_debug_is_the_debug_preset_on_the_synthetic_task(compose_config):
+    def resolved(*overrides):
+        return OmegaConf.to_yaml(compose_config(*overrides), resolve=True)
+    assert resolved("experiment=debug") == resolved("debug=fast", "task=synthetic")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_debug_preset_shrinks_every_experiment(experiment):
+    conf, full = validated(f"experiment={experiment}", "debug=fast"), validated(f"experiment={experiment}")
+    assert conf.dynamics.T == 0.2 and conf.record.n_times == 8 and conf.task == full.task
+
+
 @pytest.mark.parametrize("override,key,allowed", [
     ("model.activation=foo", "model.activation='foo'", "one of \\['erf', 'gelu', 'linear', 'relu'"),
     ("dynamics.T=-1", "dynamics.T=-1.0", "a positive finite number"),

@@ -68,11 +68,10 @@ import os
 import platform
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Optional, Union
 
 import h5py
 import numpy as np
-import pandas as pd
 from omegaconf import OmegaConf
 
 from .. import __version__
