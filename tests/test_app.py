@@ -48,11 +48,9 @@ def written(proc: subprocess.CompletedProcess) -> Path:
 
 
 @pytest.mark.slow
-def test_default_run_writes_every_design_path_within_a_minute(tmp_path):
-    start = time.perf_counter()
+def test_default_run_writes_every_design_path(tmp_path):
+    """The default run as a user launches it (its time is a benchmark, not asserted here)."""
     proc = driftsim(cwd=tmp_path)
-    wall = time.perf_counter() - start
-    assert wall < 60, f"the default run took {wall:.0f} s"
     path = written(proc)
     assert path.parent.parent.parent == tmp_path / "outputs" and path.name == "driftsim.h5"
     with h5py.File(path) as h5:
