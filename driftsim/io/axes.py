@@ -10,6 +10,12 @@ layout's paths and arrays are unchanged (schema ``driftsim/1``).
   ``network`` [E], ``unit`` [U], ``class`` [2] (y = +1, then y = −1), ``bin`` [B], ``edge`` [B+1]. The
   second axis of a square array carries a ``2``: ``point2``, ``test_point2``. (No axis is named like a
   dataset: netCDF would take that dataset for the axis' coordinate.)
+- Recordings (/observe/<source>, DESIGN.md "Drift metrics and recordings") and their metrics have the
+  axes ``session`` [S], ``subject`` [A] (observed networks), ``cell`` [C], ``stimulus`` [X] (training
+  points first), ``trial`` [R], with the sessions' drift times ``t`` as the coordinate along ``session``
+  (CF ``coordinates`` attribute; the metrics groups and /theory/drift/population copy /observe's ``t``).
+
+Calling :func:`label_axes` again labels only what is new.
 """
 from __future__ import annotations
 
@@ -23,43 +29,49 @@ __all__ = ["AXES", "axes_of", "label_axes"]
 PHASE = r"(?P<p>learn|drift)"
 SOURCE = r"(?P<s>theory|sim)"
 
-# (path pattern, names of the axes). "t" is the group's own time coordinate.
-AXES: list[tuple[str, tuple[str, ...]]] = [
-    (r"/task/x_train", ("train_point", "input")),
-    (r"/task/y_train", ("train_point",)),
-    (r"/task/x_test", ("test_point", "input")),
-    (r"/task/y_test", ("test_point",)),
-    (rf"/{SOURCE}/{PHASE}/t", ("t",)),
-    (rf"/theory/{PHASE}/(f|f_ntk|var)_train", ("t", "train_point")),
-    (rf"/theory/{PHASE}/(f|f_ntk)_test", ("t", "test_point")),
-    (rf"/theory/{PHASE}/cov_test", ("t", "test_point", "test_point2")),
-    (r"/theory/drift/f_inf_train", ("train_point",)),
-    (r"/theory/drift/f_inf_test", ("test_point",)),
-    (r"/theory/(nngp|ntk)/f_train", ("train_point",)),
-    (r"/theory/(nngp|ntk)/f_test", ("test_point",)),
-    (r"/theory/kernels/(nngp|ntk)", ("point", "point2")),
-    (rf"/sim/{PHASE}/f_train", ("t", "network", "train_point")),
-    (rf"/sim/{PHASE}/f_test", ("t", "network", "test_point")),
-    (rf"/sim/activity/{PHASE}/train", ("t", "network", "train_point", "unit")),
-    (rf"/sim/activity/{PHASE}/test", ("t", "network", "test_point", "unit")),
-    (rf"/decode/{SOURCE}/{PHASE}/accuracy_inf", ()),
-    (rf"/decode/{SOURCE}/{PHASE}/[^/]+", ("t",)),
-    (rf"/hist/{SOURCE}/{PHASE}/counts", ("t", "class", "bin")),
-    (rf"/hist/{SOURCE}/{PHASE}/edges", ("edge",)),
+# (path pattern, names of the axes, where the group's times come from when it has no ``t`` of its own).
+# Axis "t" is the group's time coordinate itself; axis "session" is an index with the group's ``t`` as
+# its coordinate (the sessions' drift times).
+AXES: list[tuple[str, tuple[str, ...], str | None]] = [
+    (r"/task/x_train", ("train_point", "input"), None),
+    (r"/task/y_train", ("train_point",), None),
+    (r"/task/x_test", ("test_point", "input"), None),
+    (r"/task/y_test", ("test_point",), None),
+    (rf"/{SOURCE}/{PHASE}/t", ("t",), None),
+    (rf"/theory/{PHASE}/(f|f_ntk|var)_train", ("t", "train_point"), None),
+    (rf"/theory/{PHASE}/(f|f_ntk)_test", ("t", "test_point"), None),
+    (rf"/theory/{PHASE}/cov_test", ("t", "test_point", "test_point2"), None),
+    (r"/theory/drift/f_inf_train", ("train_point",), None),
+    (r"/theory/drift/f_inf_test", ("test_point",), None),
+    (r"/theory/(nngp|ntk)/f_train", ("train_point",), None),
+    (r"/theory/(nngp|ntk)/f_test", ("test_point",), None),
+    (r"/theory/kernels/(nngp|ntk)", ("point", "point2"), None),
+    (rf"/sim/{PHASE}/f_train", ("t", "network", "train_point"), None),
+    (rf"/sim/{PHASE}/f_test", ("t", "network", "test_point"), None),
+    (rf"/sim/activity/{PHASE}/train", ("t", "network", "train_point", "unit"), "/sim/{p}/t"),
+    (rf"/sim/activity/{PHASE}/test", ("t", "network", "test_point", "unit"), "/sim/{p}/t"),
+    (rf"/decode/{SOURCE}/{PHASE}/accuracy_inf", (), None),
+    (rf"/decode/{SOURCE}/{PHASE}/[^/]+", ("t",), "/{s}/{p}/t"),
+    (rf"/hist/{SOURCE}/{PHASE}/counts", ("t", "class", "bin"), "/{s}/{p}/t"),
+    (rf"/hist/{SOURCE}/{PHASE}/edges", ("edge",), None),
+    (rf"/observe/{SOURCE}/t", ("session",), None),
+    (rf"/observe/{SOURCE}/responses", ("session", "subject", "cell", "stimulus", "trial"), None),
+    (rf"/metrics/{SOURCE}/decoder_[^/]+", ("subject", "session"), "/observe/{s}/t"),
+    (rf"/metrics/{SOURCE}/[^/]+", ("subject", "session", "session2"), "/observe/{s}/t"),
+    (r"/theory/drift/population/pv_correlation", ("session", "session2"), "/observe/theory/t"),
+    (r"/theory/drift/population/similarity", ("session", "stimulus", "stimulus2"), "/observe/theory/t"),
+    (r"/theory/drift/population/decoder_fixed", ("session",), "/observe/theory/t"),
 ]
-_COMPILED = [(re.compile(pattern), names) for pattern, names in AXES]
+_COMPILED = [(re.compile(pattern), names, times) for pattern, names, times in AXES]
 
 
 def axes_of(path: str) -> tuple[tuple[str, ...], str | None] | None:
-    """The axis names of the dataset at ``path`` and where its time coordinate lives (None: no time
-    axis, or the group's own ``t``); None for a path the layout does not know."""
-    for pattern, names in _COMPILED:
+    """The axis names of the dataset at ``path`` and the path of the times its group copies when it has
+    none (None: it needs none); None for a path the layout does not know."""
+    for pattern, names, times in _COMPILED:
         m = pattern.fullmatch(path)
         if m:
-            groups = {"s": "sim", **m.groupdict()}  # the activity groups' times are the simulation's
-            own = path.rsplit("/", 1)[0] + "/t"
-            times = f"/{groups['s']}/{groups['p']}/t" if "t" in names else None
-            return names, None if times == own else times
+            return names, None if times is None else times.format(**m.groupdict())
     return None
 
 
@@ -73,14 +85,20 @@ def _index_scale(h5: h5py.File, name: str, size: int) -> h5py.Dataset:
     return scale
 
 
-def _time_scale(h5: h5py.File, group: h5py.Group, source: str | None) -> h5py.Dataset:
-    """The group's coordinate ``t``: its own dataset, or a copy of ``source`` (another group's times)."""
-    if "t" not in group:
+def _group_times(h5: h5py.File, group: h5py.Group, source: str | None) -> h5py.Dataset | None:
+    """The group's ``t``: its own dataset, or a copy of ``source`` (another group's times); None when
+    it has none and ``source`` is not in the file."""
+    if "t" not in group and source is not None and source in h5:
         group.create_dataset("t", data=h5[source][()])
-    t = group["t"]
-    if not t.is_scale:
+    return group.get("t")
+
+
+def _label_times(h5: h5py.File, t: h5py.Dataset, axis: str) -> None:
+    """A group's ``t`` is the coordinate of its time axis, or rides on the session index."""
+    if axis == "t" and not t.is_scale:
         t.make_scale("t")
-    return t
+    elif axis == "session" and not t.dims[0]:
+        t.dims[0].attach_scale(_index_scale(h5, "session", t.shape[0]))
 
 
 def label_axes(h5: h5py.File) -> None:
@@ -95,13 +113,16 @@ def label_axes(h5: h5py.File) -> None:
         found = axes_of(ds.name)
         if found is None:
             continue
-        names, times = found
-        if ds.name.rsplit("/", 1)[1] == "t":  # a time axis is its own coordinate
-            _time_scale(h5, ds.parent, None)
-            continue
+        names, source = found
         if len(names) != ds.ndim:
             raise ValueError(f"{ds.name} has shape {ds.shape} but its axes are named {names}")
+        timed = [a for a in names if a in ("t", "session")]
+        t = _group_times(h5, ds.parent, source) if timed else None
+        if t is not None:
+            _label_times(h5, t, timed[0])
+        if ds.name.rsplit("/", 1)[1] == "t" or "DIMENSION_LIST" in ds.attrs:  # a coordinate, or done
+            continue
         for axis, name in enumerate(names):
-            scale = (_time_scale(h5, ds.parent, times) if name == "t"
-                     else _index_scale(h5, name, ds.shape[axis]))
-            ds.dims[axis].attach_scale(scale)
+            ds.dims[axis].attach_scale(t if name == "t" else _index_scale(h5, name, ds.shape[axis]))
+        if "session" in names and t is not None:
+            ds.attrs["coordinates"] = "t"  # CF: the sessions' times label the session axis

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from driftsim.io import labelled, store
+from driftsim.io import axes, labelled, store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_store import E, N0, P, Q, U, fake_run  # noqa: E402
+from test_store import N0, E, P, Q, U, fake_run
 
 
 def _groups_and_datasets(path):
@@ -77,3 +77,34 @@ def test_files_written_before_the_axes_still_open():
     fixture = Path(__file__).parents[1] / "fixtures" / "debug_both_v0.1.0.h5"
     ds = labelled.open_group(fixture, "/theory/learn")
     assert ds["f_train"].shape[0] == ds["t"].shape[0]  # anonymous axes, the same arrays
+
+
+def _add_recordings(path, S=3, A=2, C=5, R=2):
+    """Recordings and metrics with the shapes of DESIGN.md "Drift metrics and recordings", labelled as
+    the writer labels them."""
+    rng = np.random.default_rng(1)
+    with h5py.File(path, "a") as h5:
+        for source in ("theory", "sim"):
+            h5[f"/observe/{source}/t"] = np.linspace(0.0, 10.0, S)
+            h5[f"/observe/{source}/responses"] = rng.poisson(3.0, (S, A, C, P + Q, R)).astype(float)
+            h5[f"/metrics/{source}/pv_correlation"] = rng.random((A, S, S))
+            h5[f"/metrics/{source}/decoder_fixed"] = rng.random((A, S))
+        h5["/theory/drift/population/pv_correlation"] = rng.random((S, S))
+        h5["/theory/drift/population/similarity"] = rng.random((S, P + Q, P + Q))
+        axes.label_axes(h5)
+
+
+def test_recordings_and_metrics_have_sessions_with_their_times(tmp_path):
+    path = store.write_run(tmp_path / "run.h5", **fake_run("both"))
+    _add_recordings(path)
+    obs = labelled.open_group(path, "/observe/sim")
+    assert obs["responses"].dims == ("session", "subject", "cell", "stimulus", "trial")
+    np.testing.assert_array_equal(obs["responses"]["t"], np.linspace(0.0, 10.0, 3))  # times along session
+    metrics = labelled.open_group(path, "/metrics/theory")
+    assert metrics["pv_correlation"].dims == ("subject", "session", "session2")
+    np.testing.assert_array_equal(metrics["decoder_fixed"]["t"], obs["t"])
+    population = labelled.open_group(path, "/theory/drift/population")
+    assert population["similarity"].dims == ("session", "stimulus", "stimulus2")
+    np.testing.assert_array_equal(population["pv_correlation"]["t"], obs["t"])
+    for group, ds in labelled.read_datasets(path).items():
+        assert not [d for d in ds.dims if str(d).startswith("phony")], group
