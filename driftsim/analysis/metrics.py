@@ -1,0 +1,763 @@
+"""The field's measures of representational drift, on one labelled layout shared by simulated and recorded
+populations (definitions: /work/shared/METRICS.md; contract: DESIGN.md "Drift metrics and recordings").
+
+``responses`` is an :class:`xarray.DataArray` with dims (``session``, ``cell``, ``stimulus``) or
+(``session``, ``cell``, ``stimulus``, ``trial``), a ``time`` coordinate along ``session`` (increasing
+session times), optional ``cell`` / ``stimulus`` ids and an optional ``label`` coordinate along
+``stimulus`` (class labels, for the decoders). :func:`as_responses` builds one from a numpy array; every
+metric passes its input through :func:`check_responses` first. Session × session results have dims
+(``session``, ``session_other``) with coordinates ``time`` / ``time_other``; :func:`elapsed_curve` turns
+one into a curve over the session lag. Trial-averaged responses X_s[c, x] are written X_s below, and
+corr is Pearson's correlation.
+
+Sources, with the public code each definition was checked against:
+
+- Deitch, Rubin & Ziv 2021, Curr Biol 31:4327 — ``zivlab/visual_drift``, ``zivlab/time_vs_experience``
+  (scripts/population_vector_correlation.m, ensemble_rate_correlation.m, tuning_curve_correlation.m):
+  population-vector, ensemble-rate and tuning-curve correlations, elapsed-time curves, internal structure.
+- Marks & Goard 2021, Nat Commun 12:5169 — ``ucsb-goard-lab/Representational-Drift-Project``
+  (StabilityProcessor.m): the representational drift index.
+- Aitken, Garrett, Olsen & Mihalas 2022, PLoS Comput Biol 18:e1010716: drift geometry (their Eqs 1, 9,
+  10, 12) and the relative cross-accuracy (Eq 14).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+from .decode import LinearDecoder
+
+__all__ = ["as_responses", "check_responses", "pv_correlation", "elapsed_curve", "rate_correlation",
+           "tuning_correlation", "similarity", "rsa_stability", "drift_index", "participation_ratio",
+           "drift_geometry", "decoders", "summary"]
+
+DIMS = ("session", "cell", "stimulus")
+TRIAL = "trial"
+DEITCH = ("Deitch, Rubin & Ziv 2021, Curr Biol 31:4327 "
+          "(zivlab/visual_drift, zivlab/time_vs_experience)")
+MARKS_GOARD = ("Marks & Goard 2021, Nat Commun 12:5169 "
+               "(ucsb-goard-lab/Representational-Drift-Project, StabilityProcessor.m)")
+AITKEN = "Aitken, Garrett, Olsen & Mihalas 2022, PLoS Comput Biol 18:e1010716"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the layout
+
+
+def _vector(name: str, values, n: int, per: str) -> np.ndarray:
+    """``values`` as a 1-D array of length n (one per ``per``), or a ValueError naming ``name``."""
+    v = np.asarray(values)
+    if v.shape != (n,):
+        raise ValueError(f"{name} has shape {v.shape}; it needs one value per {per} ({n})")
+    return v
+
+
+def as_responses(values, time=None, labels=None, cells=None, stimuli=None) -> xr.DataArray:
+    """Recorded or simulated responses as the labelled array every metric takes.
+
+    Parameters
+    ----------
+    values : array_like
+        [S, C, X] trial-averaged (or single-trial) responses, or [S, C, X, R] with R trials per stimulus.
+    time : array_like, optional
+        [S] session times, strictly increasing; default 0, 1, …, S−1.
+    labels : array_like, optional
+        [X] class label of each stimulus (coordinate ``label``, read by :func:`decoders`).
+    cells, stimuli : array_like, optional
+        [C] cell ids and [X] stimulus ids (coordinates ``cell``, ``stimulus``).
+
+    Returns
+    -------
+    xarray.DataArray
+        dims (``session``, ``cell``, ``stimulus``[, ``trial``]), float64, checked by :func:`check_responses`.
+    """
+    values = np.asarray(values)
+    if values.ndim not in (3, 4):
+        raise ValueError(f"responses must be an array [sessions, cells, stimuli] or [sessions, cells, stimuli, "
+                         f"trials]; got shape {values.shape}")
+    S, C, X = values.shape[:3]
+    t = np.arange(S, dtype=np.float64) if time is None else _vector("time", time, S, "session")
+    coords = {"time": ("session", t)}
+    if cells is not None:
+        coords["cell"] = _vector("cells", cells, C, "cell")
+    if stimuli is not None:
+        coords["stimulus"] = _vector("stimuli", stimuli, X, "stimulus")
+    if labels is not None:
+        coords["label"] = ("stimulus", _vector("labels", labels, X, "stimulus"))
+    dims = DIMS + ((TRIAL,) if values.ndim == 4 else ())
+    return check_responses(xr.DataArray(values, dims=dims, coords=coords))
+
+
+def check_responses(responses: xr.DataArray, *, trials_for: Optional[str] = None) -> xr.DataArray:
+    """The validator every metric calls: ``responses`` in canonical order (``session``, ``cell``,
+    ``stimulus``[, ``trial``]) as float64, or a ValueError naming what is wrong.
+
+    Rejected: a non-DataArray (TypeError), missing or unknown dims, fewer than 2 sessions or 2 cells, no
+    ``time`` coordinate along ``session`` or one that is not finite and strictly increasing, non-numeric,
+    NaN or infinite responses, responses that are all equal (no correlation is defined), a ``label``
+    coordinate that is not along ``stimulus`` or has missing values, and — when ``trials_for`` names a
+    metric that needs trials — no ``trial`` dim or fewer than 2 trials.
+    """
+    if not isinstance(responses, xr.DataArray):
+        raise TypeError(f"responses must be an xarray.DataArray with dims {DIMS} (+ 'trial'); got "
+                        f"{type(responses).__name__} (build one with as_responses)")
+    missing = [d for d in DIMS if d not in responses.dims]
+    unknown = [d for d in responses.dims if d not in DIMS + (TRIAL,)]
+    if missing or unknown:
+        raise ValueError(f"responses have dims {responses.dims}: missing {missing}, unknown {unknown}; "
+                         f"allowed: {DIMS} and optionally '{TRIAL}'")
+    r = responses.transpose(*DIMS, *([TRIAL] if TRIAL in responses.dims else []))
+    if not (np.issubdtype(r.dtype, np.integer) or np.issubdtype(r.dtype, np.floating)
+            or np.issubdtype(r.dtype, np.bool_)):
+        raise ValueError(f"responses must be real numbers; got dtype {r.dtype}")
+    r = r.astype(np.float64)
+    for dim, what in (("session", "drift metrics compare sessions"), ("cell", "correlations over cells")):
+        if r.sizes[dim] < 2:
+            raise ValueError(f"responses have {r.sizes[dim]} {dim}(s); {what} need at least 2")
+    if "time" not in r.coords or r.coords["time"].dims != ("session",):
+        raise ValueError("responses need a coordinate 'time' along 'session' (session times), e.g. "
+                         "responses.assign_coords(time=('session', t)) or as_responses(values, time=t)")
+    t = np.asarray(r.coords["time"].values, dtype=np.float64)
+    if not np.isfinite(t).all() or (np.diff(t) <= 0).any():
+        raise ValueError(f"session times must be finite and strictly increasing; got time = {t}")
+    bad = ~np.isfinite(r.values)
+    if bad.any():
+        first = dict(zip(r.dims, (int(i) for i in np.argwhere(bad)[0])))
+        raise ValueError(f"responses contain {int(bad.sum())} NaN or infinite values (first at {first}); "
+                         f"drop or fill them before computing drift metrics")
+    if r.values.max() == r.values.min():
+        raise ValueError(f"responses are constant (every value is {r.values.flat[0]}): no correlation is defined")
+    if "label" in r.coords:
+        if r.coords["label"].dims != ("stimulus",):
+            raise ValueError(f"the 'label' coordinate must lie along 'stimulus' (one class per stimulus); "
+                             f"it has dims {r.coords['label'].dims}")
+        if pd.isna(r.coords["label"].values).any():
+            raise ValueError("the 'label' coordinate has missing values; every stimulus needs a class")
+    if trials_for is not None:
+        trials = r.sizes.get(TRIAL, 0)
+        if trials < 2:
+            raise ValueError(f"{trials_for} needs responses with a '{TRIAL}' dim of at least 2 trials per "
+                             f"stimulus; got {trials if TRIAL in r.dims else 'no trial dim'}")
+    return r
+
+
+def _stimuli(r: xr.DataArray, at_least: int, what: str) -> None:
+    if r.sizes["stimulus"] < at_least:
+        raise ValueError(f"{what} needs at least {at_least} stimuli; got {r.sizes['stimulus']}")
+
+
+def _trial_mean(r: xr.DataArray) -> xr.DataArray:
+    return r.mean(TRIAL) if TRIAL in r.dims else r
+
+
+def _halves(r: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    """Even and odd trial averages, numbered from 1 as in StabilityProcessor.m (even: 2nd, 4th, …)."""
+    return r.isel({TRIAL: slice(1, None, 2)}).mean(TRIAL), r.isel({TRIAL: slice(0, None, 2)}).mean(TRIAL)
+
+
+def _other(a: xr.DataArray) -> xr.DataArray:
+    """``a`` along ``session_other`` (time → ``time_other``), to broadcast against ``a`` itself."""
+    return a.rename(session="session_other", time="time_other")
+
+
+def _flat(a: xr.DataArray, dim: str) -> xr.DataArray:
+    # exact test: rounding in the mean would give a constant vector a spurious nonzero spread
+    return a.max(dim) == a.min(dim)
+
+
+def _corr(a: xr.DataArray, b: xr.DataArray, dim: str) -> xr.DataArray:
+    """Pearson correlation along ``dim`` (NaN entries left out pairwise); NaN where a side is constant."""
+    return xr.corr(a, b, dim=dim).where(~(_flat(a, dim) | _flat(b, dim)))
+
+
+def _session_pairs(a: xr.DataArray, dim: str, keep: Optional[xr.DataArray] = None) -> xr.DataArray:
+    """corr over ``dim`` between each session of ``a`` and each session again: dims (session, session_other,
+    …). ``keep`` (session, cell) selects the cells kept in both sessions of a pair. One row of sessions at a
+    time, so memory stays at S·C·X."""
+    b = _other(a)
+    rows = []
+    for i in range(a.sizes["session"]):
+        x, y = a.isel(session=i), b
+        if keep is not None:
+            both = keep.isel(session=i) & _other(keep)
+            x, y = x.where(both), y.where(both)
+        rows.append(_corr(x, y, dim))
+    return xr.concat(rows, dim="session").transpose("session", "session_other", ...)
+
+
+def _first_nan(a: xr.DataArray) -> Optional[dict]:
+    where = np.argwhere(np.isnan(a.values))
+    return dict(zip(a.dims, (int(i) for i in where[0]))) if len(where) else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Deitch, Rubin & Ziv 2021
+
+
+def pv_correlation(responses: xr.DataArray, per_stimulus: bool = False, active_only: bool = True) -> xr.DataArray:
+    """Population-vector correlation between sessions (Deitch, Rubin & Ziv 2021; zivlab/time_vs_experience
+    scripts/population_vector_correlation.m).
+
+    PV(s, s′) = mean over stimuli x of corr over cells (X_s[:, x], X_s′[:, x]), the cells kept being those
+    active (mean response over stimuli > 0) in both sessions.
+
+    Parameters
+    ----------
+    responses : xarray.DataArray
+        (session, cell, stimulus[, trial]); trials are averaged first.
+    per_stimulus : bool
+        Return the correlation of every stimulus instead of their mean.
+    active_only : bool
+        Keep only cells active in both sessions, as Deitch et al. do with event rates. Pass False for
+        responses that may be negative (e.g. Gaussian), to keep every cell.
+
+    Returns
+    -------
+    xarray.DataArray
+        [S, S] (``session``, ``session_other``); with ``per_stimulus`` [X, S, S] (``stimulus``, ``session``,
+        ``session_other``). attrs ``cells_kept_min``: the fewest cells any pair kept.
+    """
+    r = check_responses(responses)
+    pv = _trial_mean(r)
+    keep = pv.mean("stimulus") > 0 if active_only else xr.ones_like(pv.isel(stimulus=0), dtype=bool)
+    kept = (keep & _other(keep)).sum("cell")
+    if int(kept.min()) < 2:
+        pair = dict(zip(kept.dims, (int(i) for i in np.unravel_index(int(kept.argmin()), kept.shape))))
+        raise ValueError(f"sessions {pair} share {int(kept.min())} active cells (mean response > 0); a population "
+                         f"vector correlation needs at least 2 (active_only=False keeps every cell)")
+    per = _session_pairs(pv, "cell", keep if active_only else None)
+    bad = _first_nan(per)
+    if bad is not None:
+        raise ValueError(f"population vector constant over the cells kept at {bad}: its correlation is undefined")
+    out = per.transpose("stimulus", "session", "session_other") if per_stimulus else per.mean("stimulus")
+    out.name = "pv_correlation"
+    out.attrs = {"long_name": "population-vector correlation" + (" per stimulus" if per_stimulus
+                                                                  else ", mean over stimuli"),
+                 "definition": "corr over cells active in both sessions of X_s[:, x] and X_s'[:, x]",
+                 "source": DEITCH, "active_only": int(active_only), "cells_kept_min": int(kept.min())}
+    return out
+
+
+def elapsed_curve(matrix: xr.DataArray) -> xr.DataArray:
+    """A session × session metric against elapsed time (Deitch, Rubin & Ziv 2021;
+    zivlab/time_vs_experience scripts/population_vector_correlation.m): r(Δ) = mean over s of
+    M[s, s + Δ], the Δ-th upper off-diagonal, NaN entries left out as there.
+
+    Parameters
+    ----------
+    matrix : xarray.DataArray
+        [..., S, S] with dims (…, ``session``, ``session_other``) and a ``time`` coordinate along
+        ``session``; leading dims (e.g. ``network``) are kept.
+
+    Returns
+    -------
+    xarray.DataArray
+        [..., S] with dim ``lag`` (Δ = 0 … S−1) and coordinate ``elapsed`` [S]: the mean time difference
+        t[s + Δ] − t[s] of the pairs averaged.
+    """
+    if not isinstance(matrix, xr.DataArray):
+        raise TypeError(f"matrix must be an xarray.DataArray; got {type(matrix).__name__}")
+    if "session" not in matrix.dims or "session_other" not in matrix.dims:
+        raise ValueError(f"matrix needs dims 'session' and 'session_other'; it has {matrix.dims}")
+    S = matrix.sizes["session"]
+    if matrix.sizes["session_other"] != S or S < 2:
+        raise ValueError(f"matrix must be square over at least 2 sessions; got {S} × {matrix.sizes['session_other']}")
+    if "time" not in matrix.coords or matrix.coords["time"].dims != ("session",):
+        raise ValueError("matrix needs a coordinate 'time' along 'session' (the metrics of this module carry it)")
+    m = matrix.transpose(..., "session", "session_other")
+    t = np.asarray(m.coords["time"].values, dtype=np.float64)
+    with warnings.catch_warnings():  # an all-NaN diagonal is NaN, as with MATLAB's omitnan
+        warnings.simplefilter("ignore", RuntimeWarning)
+        values = np.stack([np.nanmean(np.diagonal(m.values, offset=k, axis1=-2, axis2=-1), axis=-1)
+                           for k in range(S)], axis=-1)
+    lead = m.dims[:-2]
+    coords = {name: c for name, c in m.coords.items() if set(c.dims) <= set(lead)}
+    coords.update(lag=np.arange(S), elapsed=("lag", np.array([np.mean(t[k:] - t[:S - k]) for k in range(S)])))
+    return xr.DataArray(values, dims=lead + ("lag",), coords=coords, name=matrix.name,
+                        attrs={**matrix.attrs, "elapsed_definition": "mean over s of M[s, s+lag]", "curve_source": DEITCH})
+
+
+def rate_correlation(responses: xr.DataArray) -> xr.DataArray:
+    """Ensemble-rate correlation (Deitch, Rubin & Ziv 2021; zivlab/time_vs_experience
+    scripts/ensemble_rate_correlation.m): corr over cells between sessions of the cells' mean responses
+    m_s[c] = mean over stimuli (and trials) of the responses.
+
+    Parameters
+    ----------
+    responses : xarray.DataArray
+        (session, cell, stimulus[, trial]).
+
+    Returns
+    -------
+    xarray.DataArray
+        [S, S] (``session``, ``session_other``).
+    """
+    r = check_responses(responses)
+    rates = _trial_mean(r).mean("stimulus")
+    flat = _flat(rates, "cell")
+    if flat.any():
+        raise ValueError(f"every cell has the same mean response in session {int(np.argmax(flat.values))}: the "
+                         f"ensemble-rate correlation is undefined")
+    out = _session_pairs(rates, "cell")
+    out.name = "rate_correlation"
+    out.attrs = {"long_name": "ensemble-rate correlation",
+                 "definition": "corr over cells of the mean response over stimuli", "source": DEITCH}
+    return out
+
+
+def tuning_correlation(responses: xr.DataArray, reduce: str = "mean") -> xr.DataArray:
+    """Tuning-curve correlation (Deitch, Rubin & Ziv 2021; zivlab/time_vs_experience
+    scripts/tuning_curve_correlation.m): per cell corr over stimuli (X_s[c, :], X_s′[c, :]), then the mean
+    (their calcium data) or median (their Neuropixels data) over cells.
+
+    A cell whose tuning curve is constant in a session has no correlation for the pairs with that session
+    and is left out of them; with responses ≥ 0 these are exactly the cells Deitch et al. drop as inactive.
+
+    Parameters
+    ----------
+    responses : xarray.DataArray
+        (session, cell, stimulus[, trial]), at least 2 stimuli.
+    reduce : {"mean", "median"}
+        Reduction over cells.
+
+    Returns
+    -------
+    xarray.DataArray
+        [S, S] (``session``, ``session_other``); attrs ``cells_skipped``: cells with a constant tuning curve
+        in at least one session.
+    """
+    if reduce not in ("mean", "median"):
+        raise ValueError(f"reduce must be 'mean' or 'median'; got {reduce!r}")
+    r = check_responses(responses)
+    _stimuli(r, 2, "a tuning-curve correlation")
+    tuning = _trial_mean(r)
+    per = _session_pairs(tuning, "stimulus")  # [S, S, C]
+    defined = per.notnull().sum("cell")
+    if int(defined.min()) == 0:
+        pair = dict(zip(defined.dims, (int(i) for i in np.unravel_index(int(defined.argmin()), defined.shape))))
+        raise ValueError(f"no cell has a non-constant tuning curve in both sessions {pair}: the tuning-curve "
+                         f"correlation is undefined")
+    out = per.mean("cell") if reduce == "mean" else per.median("cell")
+    out.name = "tuning_correlation"
+    out.attrs = {"long_name": f"tuning-curve correlation, {reduce} over cells",
+                 "definition": "per cell corr over stimuli of X_s[c, :] and X_s'[c, :]", "source": DEITCH,
+                 "cells_skipped": int(_flat(tuning, "stimulus").any("session").sum())}
+    return out
+
+
+def _similarity_values(pv: np.ndarray) -> np.ndarray:
+    """[S, X, X] stimulus × stimulus correlation over cells of population vectors pv [S, C, X]."""
+    flat = pv.max(axis=1) == pv.min(axis=1)
+    if flat.any():
+        s, x = np.argwhere(flat)[0]
+        raise ValueError(f"the population vector of stimulus {x} in session {s} is constant over cells: its "
+                         f"similarity to the other stimuli is undefined")
+    return np.stack([np.corrcoef(p, rowvar=False) for p in pv])
+
+
+def _stimulus_coords(a: xr.DataArray) -> dict:
+    """a's coordinates along ``stimulus`` alone, and the same along ``stimulus_other`` (name_other)."""
+    own = {name: c for name, c in a.coords.items() if c.dims == ("stimulus",)}
+    other = {("stimulus_other" if name == "stimulus" else f"{name}_other"): ("stimulus_other", c.values)
+             for name, c in own.items()}
+    return {**own, **other}
+
+
+def similarity(responses: xr.DataArray) -> xr.DataArray:
+    """Representational similarity, the internal structure of a session (Deitch, Rubin & Ziv 2021;
+    zivlab/visual_drift): S_s[x, x′] = corr over cells (X_s[:, x], X_s[:, x′]). 1 − S_s is the correlation
+    RDM of representational similarity analysis.
+
+    Parameters
+    ----------
+    responses : xarray.DataArray
+        (session, cell, stimulus[, trial]), at least 2 stimuli.
+
+    Returns
+    -------
+    xarray.DataArray
+        [S, X, X] (``session``, ``stimulus``, ``stimulus_other``).
+    """
+    r = check_responses(responses)
+    _stimuli(r, 2, "a similarity matrix")
+    pv = _trial_mean(r)
+    coords = {name: c for name, c in pv.coords.items() if c.dims == ("session",)}
+    return xr.DataArray(_similarity_values(pv.values), dims=("session", "stimulus", "stimulus_other"),
+                        coords={**coords, **_stimulus_coords(pv)}, name="similarity",
+                        attrs={"long_name": "stimulus x stimulus correlation of population vectors",
+                               "definition": "corr over cells of X_s[:, x] and X_s[:, x']", "source": DEITCH})
+
+
+def _triangles(pv: np.ndarray) -> np.ndarray:
+    """[S, X(X−1)/2]: the upper triangles (above the diagonal) of the similarity matrices of pv [S, C, X]."""
+    sim = _similarity_values(pv)
+    i, j = np.triu_indices(sim.shape[-1], k=1)
+    tri = sim[:, i, j]
+    flat = tri.max(axis=1) == tri.min(axis=1)
+    if flat.any():
+        raise ValueError(f"the similarity matrix of session {int(np.argmax(flat))} has equal entries everywhere: "
+                         f"its correlation with other sessions is undefined")
+    return tri
+
+
+def _cross_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[S, S′]: corr(a[s], b[s′]) between the rows of a [S, n] and b [S′, n]."""
+    return np.corrcoef(a, b)[: len(a), len(a):]
+
+
+def rsa_stability(responses: xr.DataArray, normalise: bool = True) -> xr.DataArray:
+    """Stability of the internal structure (Deitch, Rubin & Ziv 2021; zivlab/visual_drift): corr between
+    sessions of the upper triangles of the similarity matrices S_s (:func:`similarity`).
+
+    With trials and ``normalise``, each session's structure is measured on two halves of its trials (even
+    and odd, as in Marks & Goard's StabilityProcessor.m) and the between-session value is divided by the
+    within-session split-half value: with T_s^e, T_s^o the triangles of the even- and odd-trial averages,
+    w_s = corr(T_s^e, T_s^o) and
+    value(s, s′) = ½[corr(T_s^e, T_s′^o) + corr(T_s^o, T_s′^e)] / √(w_s w_s′).
+    Both sides use half the trials each, so trial noise cancels: a session against itself gives exactly 1
+    and a noisy population that does not drift gives ≈ 1.
+
+    Parameters
+    ----------
+    responses : xarray.DataArray
+        (session, cell, stimulus[, trial]), at least 3 stimuli.
+    normalise : bool
+        Divide by the split-half value (needs ≥ 2 trials when there is a trial dim; without one there is
+        nothing to split and the value is not normalised: attrs ``normalised`` says which).
+
+    Returns
+    -------
+    xarray.DataArray
+        [S, S] (``session``, ``session_other``); normalised, attrs ``split_half`` [S] holds w_s.
+    """
+    r = check_responses(responses)
+    if normalise and TRIAL in r.dims:
+        check_responses(r, trials_for="the split-half normalisation of rsa_stability (normalise=True)")
+    _stimuli(r, 3, "the stability of a similarity structure (its upper triangle)")
+    attrs = {"long_name": "stability of the stimulus x stimulus similarity structure",
+             "definition": "corr between sessions of the upper triangles of the similarity matrices",
+             "source": DEITCH}
+    if normalise and TRIAL in r.dims:
+        even, odd = (_triangles(h.values) for h in _halves(r))
+        split = np.diag(_cross_corr(even, odd))
+        if (split <= 0).any():
+            raise ValueError(f"the split-half similarity structure of session {int(np.argmin(split))} does not "
+                             f"correlate with itself (w = {split.min():.3g} <= 0): normalisation is undefined; "
+                             f"pass normalise=False")
+        values = 0.5 * (_cross_corr(even, odd) + _cross_corr(odd, even)) / np.sqrt(np.outer(split, split))
+        attrs.update(normalised=1, split_half=split)
+    else:
+        tri = _triangles(_trial_mean(r).values)
+        values = _cross_corr(tri, tri)
+        attrs.update(normalised=0)
+    return _session_matrix(values, r, "rsa_stability", attrs)
+
+
+def _session_matrix(values: np.ndarray, r: xr.DataArray, name: str, attrs: dict) -> xr.DataArray:
+    """[S, S] values as a (session, session_other) DataArray carrying r's session coordinates."""
+    coords = {n: c for n, c in r.coords.items() if c.dims == ("session",)}
+    other = {(n + "_other" if n != "session" else "session_other"): ("session_other", c.values)
+             for n, c in coords.items()}
+    return xr.DataArray(values, dims=("session", "session_other"), coords={**coords, **other}, name=name,
+                        attrs=attrs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Marks & Goard 2021
+
+
+def drift_index(responses: xr.DataArray, floor: float = 1e-3) -> xr.DataArray:
+    """Representational drift index per cell (Marks & Goard 2021; ucsb-goard-lab/Representational-Drift-
+    Project StabilityProcessor.m, ``Evenodd``), each session s against the first:
+
+    CC_ws = max(0, ½[corr(E_0, O_0) + corr(E_s, O_s)]), CC_bs = max(0, ½[corr(E_0, O_s) + corr(E_s, O_0)]),
+    RDI = (CC_ws − CC_bs) / (CC_ws + CC_bs),
+
+    where E_s, O_s are the cell's even- and odd-trial mean responses over stimuli (trials numbered from 1)
+    and corr runs over stimuli. As in their code, CC_ws ≤ 0 is set to ``floor`` (so an unreliable cell
+    gets RDI = 1, not 0/0). RDI ≈ 0: no drift; ≈ 1: the cell's tuning is unrelated to its tuning in session 0.
+
+    Parameters
+    ----------
+    responses : xarray.DataArray
+        (session, cell, stimulus, trial) with at least 2 trials and 2 stimuli.
+    floor : float
+        Value given to CC_ws ≤ 0 (their CC_FUDGE = 0.001).
+
+    Returns
+    -------
+    xarray.DataArray
+        [S, C] (``session``, ``cell``); NaN for a cell whose even or odd tuning curve is constant in
+        session 0 or s (attrs ``cells_undefined`` counts the cells with any NaN).
+    """
+    if not floor > 0:
+        raise ValueError(f"floor must be > 0 (the value given to CC_ws <= 0); got {floor}")
+    r = check_responses(responses, trials_for="the representational drift index (even vs odd trials)")
+    _stimuli(r, 2, "the representational drift index (correlation over stimuli)")
+    even, odd = _halves(r)
+    e0, o0 = even.isel(session=0, drop=True), odd.isel(session=0, drop=True)
+    ws = (0.5 * (_corr(e0, o0, "stimulus") + _corr(even, odd, "stimulus"))).clip(min=0)
+    bs = (0.5 * (_corr(e0, odd, "stimulus") + _corr(even, o0, "stimulus"))).clip(min=0)
+    ws = ws.where(~(ws <= 0), floor)
+    rdi = ((ws - bs) / (ws + bs)).transpose("session", "cell")
+    undefined = int(rdi.isnull().any("session").sum())
+    if undefined == r.sizes["cell"]:
+        raise ValueError("every cell has a constant even- or odd-trial tuning curve: the drift index is undefined")
+    rdi.name = "drift_index"
+    rdi.attrs = {"long_name": "representational drift index against session 0",
+                 "definition": "(CC_ws - CC_bs) / (CC_ws + CC_bs), even/odd trials, CC rectified at 0",
+                 "source": MARKS_GOARD, "floor": floor, "cells_undefined": undefined}
+    return rdi
+
+
+# ---------------------------------------------------------------------------------------------------
+# Aitken, Garrett, Olsen & Mihalas 2022
+
+
+def _session_index(r: xr.DataArray, s: int) -> int:
+    S = r.sizes["session"]
+    if not -S <= s < S:
+        raise ValueError(f"session {s} is out of range for {S} sessions")
+    return s % S
+
+
+def _groups(r: xr.DataArray, s: int, group: str) -> np.ndarray:
+    """[G, m, C]: the members (response vectors) of each stimulus group of session s."""
+    x = r.isel(session=s)
+    if group == "stimulus":
+        if x.sizes.get(TRIAL, 0) < 2:
+            raise ValueError("group='stimulus' (one group per stimulus, its trials as members) needs at least 2 "
+                             "trials per stimulus; use group='session' for trial-averaged responses")
+        return x.transpose("stimulus", TRIAL, "cell").values
+    if group == "session":
+        return x.transpose(..., "cell").values.reshape(1, -1, x.sizes["cell"])
+    raise ValueError(f"group must be 'stimulus' or 'session'; got {group!r}")
+
+
+def _pca(members: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group (members [G, m, C]): variance ratios v [G, N], principal directions [G, N, C] and the
+    participation ratio D = (Σ v)² / Σ v² [G] (Aitken et al. Eq 1)."""
+    flat = (np.ptp(members, axis=1) == 0).all(axis=-1)
+    if flat.any():
+        raise ValueError(f"stimulus group {int(np.argmax(flat))} of session {s} has no variance across its members: "
+                         f"its principal components are undefined")
+    centred = members - members.mean(axis=1, keepdims=True)
+    _, sv, directions = np.linalg.svd(centred, full_matrices=False)
+    v = sv**2 / (sv**2).sum(axis=-1, keepdims=True)
+    return v, directions, 1.0 / (v**2).sum(axis=-1)
+
+
+def _dimension(D: np.ndarray) -> np.ndarray:
+    # ⌈D⌉, with D that should be an integer but carries rounding (e.g. 2 + 1e-15) counted as that integer
+    return np.ceil(D - 1e-9).astype(int)
+
+
+def participation_ratio(responses: xr.DataArray, session: int, group: str = "stimulus") -> float:
+    """Dimension of the representation (Aitken et al. 2022, Eq 1): D = (Σ v_i)² / Σ v_i² of the PCA
+    variance ratios v_i of each stimulus group of one session, mean over groups.
+
+    Parameters
+    ----------
+    responses : xarray.DataArray
+        (session, cell, stimulus[, trial]).
+    session : int
+        Session position (negative counts from the end).
+    group : {"stimulus", "session"}
+        ``stimulus``: one group per stimulus, its trials as members (Aitken et al.; needs ≥ 2 trials);
+        ``session``: one group of every (stimulus, trial) response of the session.
+
+    Returns
+    -------
+    float
+    """
+    r = check_responses(responses)
+    s = _session_index(r, session)
+    return float(np.mean(_pca(_groups(r, s, group), s)[2]))
+
+
+def drift_geometry(responses: xr.DataArray, s0: int = 0, s1: int = -1, group: str = "stimulus") -> dict:
+    """Geometry of the drift from session s0 to s1 (Aitken et al. 2022, Eqs 1, 9, 10, 11, 12), computed per
+    stimulus group and averaged over groups. For a group with members in s0 of mean x̄, variational space
+    W (its first ⌈D⌉ principal directions in s0), W′ that of s1, and drift vector d = x̄′ − x̄:
+
+    - ``participation_ratio``: D in s0; ``dimension``: ⌈D⌉;
+    - ``drift_in_variational_fraction``: ‖W d‖² / ‖d‖² (NaN for a group that does not move);
+    - ``chance_fraction``: ⌈D⌉ / n, its value for a randomly oriented drift in n = C dimensions;
+    - ``subspace_overlap``: Γ = Σ_IJ (w_I · w′_J)² / min(⌈D⌉, ⌈D′⌉) ∈ [0, 1];
+    - ``angle``: angle between x̄ and x̄′ in degrees; ``relative_magnitude``: ‖d‖ / ‖x̄‖.
+
+    Parameters
+    ----------
+    responses : xarray.DataArray
+        (session, cell, stimulus[, trial]).
+    s0, s1 : int
+        Earlier and later session positions.
+    group : {"stimulus", "session"}
+        As in :func:`participation_ratio`.
+
+    Returns
+    -------
+    dict of str to float
+    """
+    r = check_responses(responses)
+    i0, i1 = _session_index(r, s0), _session_index(r, s1)
+    m0, m1 = _groups(r, i0, group), _groups(r, i1, group)
+    _, w0, D0 = _pca(m0, i0)
+    _, w1, D1 = _pca(m1, i1)
+    k0, k1 = _dimension(D0), _dimension(D1)
+    mean0, mean1 = m0.mean(axis=1), m1.mean(axis=1)
+    d = mean1 - mean0
+    fraction, overlap = [], []
+    for g in range(len(d)):
+        W0, W1 = w0[g, : k0[g]], w1[g, : k1[g]]
+        dd = float(d[g] @ d[g])
+        fraction.append(float(np.sum((W0 @ d[g]) ** 2)) / dd if dd > 0 else math.nan)
+        overlap.append(float(np.sum((W0 @ W1.T) ** 2)) / min(k0[g], k1[g]))
+    norm0, norm1 = np.linalg.norm(mean0, axis=-1), np.linalg.norm(mean1, axis=-1)
+    cos = np.clip(np.sum(mean0 * mean1, axis=-1) / (norm0 * norm1), -1.0, 1.0)
+    with warnings.catch_warnings():  # every group still: the fraction is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        moved = float(np.nanmean(fraction))
+    return {"participation_ratio": float(D0.mean()), "dimension": float(k0.mean()),
+            "drift_in_variational_fraction": moved, "chance_fraction": float(np.mean(k0 / r.sizes["cell"])),
+            "subspace_overlap": float(np.mean(overlap)), "angle": float(np.degrees(np.arccos(cos)).mean()),
+            "relative_magnitude": float(np.mean(np.linalg.norm(d, axis=-1) / norm0))}
+
+
+def _labels(r: xr.DataArray, labels) -> np.ndarray:
+    if labels is None:
+        if "label" not in r.coords:
+            raise ValueError("decoders need class labels: pass labels=[one per stimulus] or give responses a "
+                             "'label' coordinate along 'stimulus'")
+        y = np.asarray(r.coords["label"].values)
+    else:
+        y = _vector("labels", labels, r.sizes["stimulus"], "stimulus")
+        if pd.isna(y).any():
+            raise ValueError("labels has missing values; every stimulus needs a class")
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"decoders need at least 2 classes among the stimulus labels; got {np.unique(y)}")
+    return y
+
+
+def decoders(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int = 0) -> xr.Dataset:
+    """Fixed and retrained population decoders (Deitch, Rubin & Ziv 2021; Aitken et al. 2022, Eq 14): a
+    :class:`~driftsim.analysis.decode.LinearDecoder` (standardised logistic regression) reads the class of a
+    stimulus from one response vector. Samples are (stimulus, trial) pairs with the stimulus's label; with
+    no trials each stimulus is one sample.
+
+    - ``fixed[s]`` = a(0→s): fitted on every sample of session 0, scored on session s (s = 0:
+      cross-validated, i.e. ``retrained[0]``);
+    - ``retrained[s]`` = a(s→s): cross-validated within session s;
+    - ``relative_cross[s]`` = a(0→s) / a(s→s).
+
+    Folds are stratified over samples, shuffled with ``seed``, k = min(cv_folds, smallest class); every
+    session uses the same folds.
+
+    Parameters
+    ----------
+    responses : xarray.DataArray
+        (session, cell, stimulus[, trial]).
+    labels : array_like, optional
+        [X] class of each stimulus; default the ``label`` coordinate.
+    cv_folds : int
+        Number of folds (at least 2).
+    seed : int
+        Seed of the fold shuffle.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``fixed``, ``retrained``, ``relative_cross``: [S] along ``session``.
+    """
+    if int(cv_folds) != cv_folds or cv_folds < 2:
+        raise ValueError(f"cv_folds must be an integer >= 2; got {cv_folds}")
+    r = check_responses(responses)
+    y = np.repeat(_labels(r, labels), r.sizes.get(TRIAL, 1))
+    k = min(int(cv_folds), int(np.unique(y, return_counts=True)[1].min()))
+    if k < 2:
+        raise ValueError("cross-validation needs at least 2 samples (stimuli x trials) of every class")
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    samples = r.transpose("session", ..., "cell").values.reshape(r.sizes["session"], -1, r.sizes["cell"])
+    retrained = np.array([cross_val_score(LinearDecoder(), x, y, cv=folds).mean() for x in samples])
+    at_first = LinearDecoder().fit(samples[0], y)
+    fixed = np.array([retrained[0]] + [at_first.score(x, y) for x in samples[1:]])
+    coords = {n: c for n, c in r.coords.items() if c.dims == ("session",)}
+    source = f"{DEITCH}; {AITKEN}"
+    return xr.Dataset(
+        {"fixed": ("session", fixed, {"long_name": "accuracy of the decoder fitted on session 0", "source": source}),
+         "retrained": ("session", retrained, {"long_name": "cross-validated accuracy within the session",
+                                              "source": source}),
+         "relative_cross": ("session", fixed / retrained, {"long_name": "a(0->s) / a(s->s)", "source": AITKEN})},
+        coords=coords, attrs={"cv_folds": k, "seed": seed})
+
+
+# ---------------------------------------------------------------------------------------------------
+# all at once
+
+
+def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int = 0,
+            active_only: bool = True) -> xr.Dataset:
+    """Every [S, S] and [S] metric of this module that the data allow, for storing under
+    ``/metrics/<source>/`` (DESIGN.md "Drift metrics and recordings").
+
+    Variables: ``pv_correlation``, ``rate_correlation``, ``tuning_correlation`` (mean over cells),
+    ``tuning_correlation_median``, ``rsa_stability`` (normalised when there are ≥ 2 trials; ≥ 3 stimuli);
+    with labels (argument or ``label`` coordinate) ``decoder_fixed``, ``decoder_retrained``,
+    ``decoder_relative_cross``; with ≥ 2 trials ``drift_index`` (mean over cells, against session 0); with
+    ≥ 2 trials that vary in every stimulus group, the geometry of session s against session 0 per s:
+    ``participation_ratio``, ``drift_in_variational_fraction`` (NaN at s = 0), ``subspace_overlap``.
+    attrs ``skipped`` lists what was left out and why.
+
+    Parameters
+    ----------
+    responses : xarray.DataArray
+        (session, cell, stimulus[, trial]).
+    labels, cv_folds, seed :
+        As in :func:`decoders`.
+    active_only : bool
+        As in :func:`pv_correlation`.
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    r = check_responses(responses)
+    trials = r.sizes.get(TRIAL, 0) >= 2
+    out = {"pv_correlation": pv_correlation(r, active_only=active_only), "rate_correlation": rate_correlation(r),
+           "tuning_correlation": tuning_correlation(r)}
+    median = tuning_correlation(r, reduce="median")
+    out["tuning_correlation_median"] = median.rename("tuning_correlation_median")
+    skipped = []
+    if r.sizes["stimulus"] >= 3:
+        out["rsa_stability"] = rsa_stability(r, normalise=trials)
+    else:
+        skipped.append("rsa_stability: fewer than 3 stimuli")
+    if labels is not None or "label" in r.coords:
+        dec = decoders(r, labels=labels, cv_folds=cv_folds, seed=seed)
+        out.update({f"decoder_{name}": dec[name] for name in dec.data_vars})
+    else:
+        skipped.append("decoders: no labels")
+    if trials:
+        rdi = drift_index(r)
+        out["drift_index"] = rdi.mean("cell", keep_attrs=True)
+        varies = bool((r.max(TRIAL) > r.min(TRIAL)).any("cell").all())
+        if varies:
+            S = r.sizes["session"]
+            geometry = [drift_geometry(r, 0, s) for s in range(S)]
+            per_session = {"participation_ratio": [participation_ratio(r, s) for s in range(S)],
+                           **{name: [g[name] for g in geometry]
+                              for name in ("drift_in_variational_fraction", "subspace_overlap")}}
+            for name, values in per_session.items():
+                out[name] = xr.DataArray(values, dims="session", coords={"time": r.coords["time"]},
+                                         attrs={"source": AITKEN})
+        else:
+            skipped.append("drift geometry: a stimulus group does not vary across trials")
+    else:
+        skipped.append("drift_index and drift geometry: fewer than 2 trials")
+    return xr.Dataset(out, attrs={"skipped": "; ".join(skipped)})
