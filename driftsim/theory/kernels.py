@@ -89,11 +89,18 @@ class KernelModel:
 
         t, s: [B]; xa: [p, N0]; xb: [q, N0]. Returns [B, p, q] tensors.
         """
+        return self.correlated(self.prior.cov(t, s), self.prior.var(t), self.prior.var(s), xa, xb)
+
+    def correlated(self, c_ts: Tensor, c_tt: Tensor, c_ss: Tensor, xa: Tensor, xb: Tensor) -> TwoTime:
+        """SPEC §3.1–3.2 two-time kernels from given weight statistics: C(t,s), C(t,t), C(s,s), each [B].
+
+        For weights that are not the prior's OU process (e.g. the stationary correlation σ²ρ of a fitted
+        drift rate); ``two_time`` is this with the prior's C. xa: [p, N0]; xb: [q, N0] → [B, p, q].
+        """
         n0 = xa.shape[1]
-        dot = xa @ xb.T / n0
-        qa = self.variances(self.prior.var(t), (xa * xa).sum(1) / n0)
-        qb = self.variances(self.prior.var(s), (xb * xb).sum(1) / n0)
-        return self._propagate(self.prior.cov(t, s), qa, qb, dot)
+        qa = self.variances(c_tt, (xa * xa).sum(1) / n0)
+        qb = self.variances(c_ss, (xb * xb).sum(1) / n0)
+        return self._propagate(c_ts, qa, qb, xa @ xb.T / n0)
 
     def ndk_from(self, t: Tensor, s: Tensor, tt: TwoTime) -> Tensor:
         """SPEC §3.2 NDK assembled from already computed two-time kernels."""
