@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -33,9 +32,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from .decode import LinearDecoder
 
-__all__ = ["as_responses", "check_responses", "pv_correlation", "elapsed_curve", "rate_correlation",
-           "tuning_correlation", "similarity", "rsa_stability", "drift_index", "participation_ratio",
-           "drift_geometry", "decoders", "summary"]
+__all__ = ["as_responses", "check_responses", "decoders", "drift_geometry", "drift_index", "elapsed_curve",
+           "participation_ratio", "pv_correlation", "rate_correlation", "rsa_stability", "similarity", "summary",
+           "tuning_correlation"]
 
 DIMS = ("session", "cell", "stimulus")
 TRIAL = "trial"
@@ -94,7 +93,7 @@ def as_responses(values, time=None, labels=None, cells=None, stimuli=None) -> xr
     return check_responses(xr.DataArray(values, dims=dims, coords=coords))
 
 
-def check_responses(responses: xr.DataArray, *, trials_for: Optional[str] = None) -> xr.DataArray:
+def check_responses(responses: xr.DataArray, *, trials_for: str | None = None) -> xr.DataArray:
     """The validator every metric calls: ``responses`` in canonical order (``session``, ``cell``,
     ``stimulus``[, ``trial``]) as float64, or a ValueError naming what is wrong.
 
@@ -176,7 +175,7 @@ def _corr(a: xr.DataArray, b: xr.DataArray, dim: str) -> xr.DataArray:
     return xr.corr(a, b, dim=dim).where(~(_flat(a, dim) | _flat(b, dim)))
 
 
-def _session_pairs(a: xr.DataArray, dim: str, keep: Optional[xr.DataArray] = None) -> xr.DataArray:
+def _session_pairs(a: xr.DataArray, dim: str, keep: xr.DataArray | None = None) -> xr.DataArray:
     """corr over ``dim`` between each session of ``a`` and each session again: dims (session, session_other,
     …). ``keep`` (session, cell) selects the cells kept in both sessions of a pair. One row of sessions at a
     time, so memory stays at S·C·X."""
@@ -191,7 +190,7 @@ def _session_pairs(a: xr.DataArray, dim: str, keep: Optional[xr.DataArray] = Non
     return xr.concat(rows, dim="session").transpose("session", "session_other", ...)
 
 
-def _first_nan(a: xr.DataArray) -> Optional[dict]:
+def _first_nan(a: xr.DataArray) -> dict | None:
     where = np.argwhere(np.isnan(a.values))
     return dict(zip(a.dims, (int(i) for i in where[0]))) if len(where) else None
 
@@ -228,7 +227,7 @@ def pv_correlation(responses: xr.DataArray, per_stimulus: bool = False, active_o
     keep = pv.mean("stimulus") > 0 if active_only else xr.ones_like(pv.isel(stimulus=0), dtype=bool)
     kept = (keep & _other(keep)).sum("cell")
     if int(kept.min()) < 2:
-        pair = dict(zip(kept.dims, (int(i) for i in np.unravel_index(int(kept.argmin()), kept.shape))))
+        pair = dict(zip(kept.dims, (int(i) for i in np.unravel_index(np.argmin(kept.values), kept.shape))))
         raise ValueError(f"sessions {pair} share {int(kept.min())} active cells (mean response > 0); a population "
                          f"vector correlation needs at least 2 (active_only=False keeps every cell)")
     per = _session_pairs(pv, "cell", keep if active_only else None)
@@ -280,7 +279,8 @@ def elapsed_curve(matrix: xr.DataArray) -> xr.DataArray:
     coords = {name: c for name, c in m.coords.items() if set(c.dims) <= set(lead)}
     coords.update(lag=np.arange(S), elapsed=("lag", np.array([np.mean(t[k:] - t[:S - k]) for k in range(S)])))
     return xr.DataArray(values, dims=lead + ("lag",), coords=coords, name=matrix.name,
-                        attrs={**matrix.attrs, "elapsed_definition": "mean over s of M[s, s+lag]", "curve_source": DEITCH})
+                        attrs={**matrix.attrs, "elapsed_definition": "mean over s of M[s, s+lag]",
+                               "curve_source": DEITCH})
 
 
 def rate_correlation(responses: xr.DataArray) -> xr.DataArray:
@@ -340,7 +340,7 @@ def tuning_correlation(responses: xr.DataArray, reduce: str = "mean") -> xr.Data
     per = _session_pairs(tuning, "stimulus")  # [S, S, C]
     defined = per.notnull().sum("cell")
     if int(defined.min()) == 0:
-        pair = dict(zip(defined.dims, (int(i) for i in np.unravel_index(int(defined.argmin()), defined.shape))))
+        pair = dict(zip(defined.dims, (int(i) for i in np.unravel_index(np.argmin(defined.values), defined.shape))))
         raise ValueError(f"no cell has a non-constant tuning curve in both sessions {pair}: the tuning-curve "
                          f"correlation is undefined")
     out = per.mean("cell") if reduce == "mean" else per.median("cell")
