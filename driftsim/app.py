@@ -4,7 +4,10 @@ Pipeline of one run (DESIGN.md "Data flow"): validate the config (driftsim.confi
 SPEC §7) → recorded times (times.py; learning 0..dynamics.t_max, drift 0..t_drift after protocol.t0)
 → mean-predictor theory (mode theory/both, SPEC §5–6) with its covariance (§10, theory/covariance.py)
 and/or Langevin ensembles (mode sim/both, §8)
-→ decoding (analysis/decode.py) → the run file (io/store.py, schema driftsim/1).
+→ decoding (analysis/decode.py) → with observe.sessions > 0, recordings of the drifting population
+(observe.py: simulated networks' units and/or units sampled from the theory's Gaussian process), their
+drift metrics (analysis/metrics.py) and the infinite-population predictions (theory/population.py)
+→ the run file (io/store.py, schema driftsim/1).
 
 The file is ``out``, resolved against the directory the command was started in, or driftsim.h5 in the
 job's Hydra output folder. A complete file of the same config is kept and the job skipped, so a sweep
@@ -21,20 +24,27 @@ import os
 from typing import Optional, Sequence, Union
 
 import hydra
+import numpy as np
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from . import observe as obs
+from .analysis import metrics
 from .analysis.decode import decode_sim, decode_theory
+from .analysis.ridge import fixed_ridge
 from .analysis.sweeps import flat_config
 from .config import DriftsimConfig, register_configs
 from .io import store
 from .prior import Prior
 from .sim.networks import resolve_device
-from .sim.simulate import simulate
+from .results import Observed, PopulationTheory
+from .sim.simulate import SessionRequest, simulate
 from .tasks import make_task
+from .theory import population
 from .theory.covariance import predictor_covariance
 from .theory.mean import solve
 from .times import record_times
@@ -85,6 +95,74 @@ def _add_covariance(theory, task, conf: DriftsimConfig, dev, t_learn, t_drift, p
         target.var_train, target.cov_test = phase.var_train, phase.cov_test
 
 
+def session_times(conf: DriftsimConfig) -> torch.Tensor:
+    """observe.sessions drift times evenly spaced from the freeze (0) to t_drift, float64 [S]."""
+    t = torch.linspace(0.0, conf.t_drift, conf.observe.sessions, dtype=torch.float64)
+    t[-1] = conf.t_drift  # exactly: it is also the drift phase's last recorded time
+    return t
+
+
+def _population_theory(conf: DriftsimConfig, task, dev, t: torch.Tensor) -> PopulationTheory:
+    """theory/population.py's closed forms at the sessions: PV and rate correlation, similarity, the fixed
+    ridge decoder (λ = T/σ², the readout's own: for the last layer its output is the frozen readout's mean
+    predictor) fitted on the training stimuli at the freeze and scored on the test stimuli (training
+    stimuli when there are none)."""
+    dyn, layer = conf.dynamics, population.layer_of(conf.observe.layer, conf.model.depth)
+    args = dict(depth=conf.model.depth, activation=conf.model.activation, prior=Prior(dyn.T, dyn.sigma, dyn.sigma0),
+                layer=layer)
+    x = torch.cat([task.x_train, task.x_test]).to(dev)
+    times = conf.protocol.t0 + t.to(dev)
+    x_eval, y_eval = (task.x_test, task.y_test) if len(task.x_test) else (task.x_train, task.y_train)
+    dec = population.fixed_decoder(task.x_train.to(dev), task.y_train.to(dev), x_eval.to(dev), y_eval.to(dev),
+                                   t_fit=conf.protocol.t0, times=times, ridge=dyn.gamma,
+                                   resolution=conf.theory.tol, **args)
+    return PopulationTheory(t=t, layer=layer, ridge=dyn.gamma,
+                            pv_correlation=population.pv_correlation(x, times=times, **args),
+                            rate_correlation=population.rate_correlation(x, times=times, **args),
+                            similarity=population.similarity(x, times=times, **args), decoder_output=dec.output,
+                            decoder_fixed=dec.accuracy, decoder_output_inf=dec.output_inf,
+                            decoder_fixed_inf=dec.accuracy_inf)
+
+
+def _theory_units(conf: DriftsimConfig, task, dev, t: torch.Tensor, seed: np.random.SeedSequence) -> torch.Tensor:
+    """Units of observe.networks independent infinite-width networks, sampled from the Gaussian process
+    (theory/population.sample_units) at the sessions: [S, A, U, X]."""
+    o, dyn = conf.observe, conf.dynamics
+    units = obs.units_needed(o.sessions, o.cells, o.turnover)
+    x = torch.cat([task.x_train, task.x_test]).to(dev)
+    drawn = population.sample_units(x, depth=conf.model.depth, activation=conf.model.activation,
+                                    prior=Prior(dyn.T, dyn.sigma, dyn.sigma0), times=conf.protocol.t0 + t.to(dev),
+                                    cells=o.networks * units, seed=int(seed.generate_state(1)[0]), layer=o.layer)
+    return drawn.reshape(len(t), o.networks, units, x.shape[0])
+
+
+def _observe(conf: DriftsimConfig, task, units: torch.Tensor, t: torch.Tensor, seed: np.random.SeedSequence
+             ) -> Observed:
+    """Record ``units`` [S, A, U, X] (observe.py), then the drift metrics of each network
+    (analysis.metrics.summary; PV correlation over active cells for Poisson counts, over every cell
+    otherwise), its similarity matrices, and the finite-population fixed ridge decoder on the noise-free activity of the cells of
+    session 0 (analysis/ridge.py, ``decoder_ridge_fixed``)."""
+    o = conf.observe
+    rec = obs.record(units, cells=o.cells, trials=o.trials, noise=o.noise, gain=o.gain, baseline=o.baseline,
+                     noise_sd=o.noise_sd, turnover=o.turnover, seed=seed)
+    y = torch.cat([task.y_train, task.y_test]).cpu().numpy()
+    P = len(task.y_train)
+    fit, evaluate = np.arange(P), (np.arange(P, len(y)) if len(y) > P else np.arange(P))
+    activity = units.detach().cpu().double().numpy()
+    per_network, ridge, similarity = [], [], []
+    for a in range(o.networks):
+        r = metrics.as_responses(rec.responses[:, a], time=t.numpy(), labels=y)
+        per_network.append(metrics.summary(r, cv_folds=conf.decode.cv_folds, seed=conf.seed,
+                                           active_only=o.noise == "poisson"))
+        similarity.append(metrics.similarity(r).values)
+        ridge.append(fixed_ridge(activity[:, a, rec.cells[0, a]], y[fit], fit, evaluate, y[evaluate],
+                                 ridge=conf.dynamics.gamma)[1])
+    names = sorted(set.intersection(*(set(d.data_vars) for d in per_network)))
+    found = {name: np.stack([d[name].values for d in per_network]) for name in names}
+    found["decoder_ridge_fixed"], found["similarity"] = np.stack(ridge), np.stack(similarity)
+    return Observed(t=t.numpy(), responses=rec.responses, cells=rec.cells, metrics=found)
+
+
 def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = False) -> Path:
     """Compute one run of a validated config and write it to ``out``; returns the path."""
     task = make_task(conf.task, conf.seed)
@@ -95,8 +173,10 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
     t_drift = None if conf.t_drift is None else record_times(conf.t_drift, conf.record.n_times)
     y = task.y_train.cpu().numpy()
     decode_args = dict(cv_folds=conf.decode.cv_folds, bins=conf.record.hist_bins)
-    theory = sim = None
-    decoding = {}
+    theory = sim = pop_theory = None
+    decoding, observed = {}, {}
+    observing = conf.observe.sessions > 0
+    t_sessions = session_times(conf) if observing else None
     if conf.mode in ("theory", "both"):
         start = time.perf_counter()
         dev = resolve_device(conf.device)  # the theory computes where its inputs are
@@ -111,18 +191,39 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
             log.info("theory covariance: %.1f s", time.perf_counter() - start)
         decoding.update({("theory", p): d for p, d in decode_theory(
             theory, y, resolution=conf.theory.tol, **decode_args).items()})
+        if observing:
+            start = time.perf_counter()
+            pop_theory = _population_theory(conf, task, dev, t_sessions)
+            seed_units, seed_record = obs.observation_seed(conf.seed, "theory").spawn(2)
+            observed["theory"] = _observe(conf, task, _theory_units(conf, task, dev, t_sessions, seed_units),
+                                          t_sessions, seed_record)
+            log.info("theory population and recordings: %.1f s", time.perf_counter() - start)
     if conf.mode in ("sim", "both"):
         start = time.perf_counter()
+        o = conf.observe
+        request = (SessionRequest(t_sessions, population.layer_of(o.layer, conf.model.depth), o.networks,
+                                  obs.units_needed(o.sessions, o.cells, o.turnover)) if observing else None)
         sim = simulate(task, conf.model, dyn, conf.protocol, conf.sim, t_learn, t_drift, conf.seed,
-                       device=conf.device, progress=progress)
+                       device=conf.device, progress=progress, sessions=request)
         log.info("simulation: %d networks, %.1f s", conf.sim.ensemble, time.perf_counter() - start)
         decoding.update({("sim", p): d for p, d in decode_sim(
             sim, y, population_networks=conf.decode.population_networks, **decode_args).items()})
+        if observing:
+            start = time.perf_counter()
+            observed["sim"] = _observe(conf, task, sim.sessions.activity, t_sessions,
+                                       obs.observation_seed(conf.seed, "sim"))
+            log.info("sim recordings and metrics: %.1f s", time.perf_counter() - start)
     for (source, phase), d in decoding.items():
         log.info("decoding %s/%s: accuracy %.2f at the start, %.2f at the end", source, phase,
                  d.accuracy[0], d.accuracy[-1])
+    for source, o in observed.items():
+        m = o.metrics
+        log.info("observed %s: PV correlation %.2f from session 0 to the last; decoders fixed %.2f → %.2f, "
+                 "retrained %.2f → %.2f", source, m["pv_correlation"][:, 0, -1].mean(),
+                 m["decoder_fixed"][:, 0].mean(), m["decoder_fixed"][:, -1].mean(),
+                 m["decoder_retrained"][:, 0].mean(), m["decoder_retrained"][:, -1].mean())
     return store.write_run(out, config=config_yaml, seed=conf.seed, task=task, theory=theory, sim=sim,
-                           decoding=decoding)
+                           decoding=decoding, observed=observed, population=pop_theory)
 
 
 def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]) -> dict[str, store.Run]:

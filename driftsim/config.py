@@ -13,8 +13,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 __all__ = ["SyntheticTaskConfig", "ImagePairTaskConfig", "ModelConfig", "DynamicsConfig", "ProtocolConfig",
-           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "DriftsimConfig", "register_configs",
-           "equilibrium_time"]
+           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "ObserveConfig", "DriftsimConfig",
+           "register_configs", "equilibrium_time"]
 
 EQUILIBRIUM_RELAXATIONS = 25.0  # 25 relaxation times 1/γ: e^(−25) ≈ 1e-11, the NNGP equilibrium for all purposes
 
@@ -188,6 +188,57 @@ class DecodeConfig:
 
 
 @dataclass
+class ObserveConfig:
+    """Recordings of the drifting population (DESIGN.md "Drift metrics and recordings"; driftsim.observe)."""
+    sessions: int = 0  # S sessions evenly spaced from the freeze to t0 + t_drift; 0: off
+    networks: int = 4  # A observed networks: simulated (mode sim) or theory samples (mode theory)
+    cells: int = 200  # C cells recorded per network
+    trials: int = 10  # R trials per stimulus
+    noise: str = "poisson"  # none, gaussian (noise_sd), poisson (counts with rate gain·φ + baseline)
+    gain: float = 10.0  # rate per unit of φ: mean counts of a trial
+    baseline: float = 0.0
+    noise_sd: float = 1.0
+    turnover: float = 0.0  # fraction of the recorded cells replaced between consecutive sessions
+    layer: Optional[int] = None  # hidden layer observed; unset: the last
+
+    def __post_init__(self):
+        from .observe import NOISES
+        _require(self.sessions == 0 or self.sessions >= 2, "observe.sessions", self.sessions,
+                 "0 (off) or an integer >= 2 (drift metrics compare sessions)")
+        _require(self.networks >= 1, "observe.networks", self.networks, "an integer >= 1")
+        _require(self.cells >= 2, "observe.cells", self.cells, "an integer >= 2 (correlations over cells)")
+        _require(self.trials >= 1, "observe.trials", self.trials, "an integer >= 1")
+        _choice("observe.noise", self.noise, NOISES)
+        _positive("observe.gain", self.gain)
+        _positive("observe.noise_sd", self.noise_sd)
+        _require(math.isfinite(self.baseline), "observe.baseline", self.baseline, "a finite number")
+        _require(0 <= self.turnover <= 1, "observe.turnover", self.turnover, "a fraction in [0, 1]")
+        _require(self.layer is None or self.layer >= 1, "observe.layer", self.layer,
+                 "unset (the last hidden layer) or an integer >= 1")
+
+    def check_against(self, model: ModelConfig, sim: SimConfig, mode: str, drift: bool) -> None:
+        """The observe keys that contradict the model, the ensemble or the run, named with what is allowed."""
+        from .activations import get_activation
+        from .observe import units_needed
+        if self.sessions == 0:
+            return
+        _require(drift, "observe.sessions", self.sessions, "0 unless protocol.t0 is set (sessions lie in the "
+                 "drift phase)")
+        _require(self.layer is None or self.layer <= model.depth, "observe.layer", self.layer,
+                 f"unset or a hidden layer 1..model.depth={model.depth}")
+        _require(not (self.noise == "poisson" and get_activation(model.activation).odd and self.baseline <= 0),
+                 "observe.baseline", self.baseline, f"> 0 with observe.noise=poisson and model.activation="
+                 f"{model.activation} (odd φ: gain·φ + baseline must be a rate >= 0)")
+        if mode in ("sim", "both"):
+            need = units_needed(self.sessions, self.cells, self.turnover)
+            _require(need <= model.width, "observe.cells", self.cells,
+                     f"at most model.width={model.width} units per network in mode={mode} (with observe.turnover="
+                     f"{self.turnover} the recording uses {need} distinct units)")
+            _require(self.networks <= sim.ensemble, "observe.networks", self.networks,
+                     f"at most sim.ensemble={sim.ensemble} in mode={mode}")
+
+
+@dataclass
 class DriftsimConfig:
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"task": "mnist"}])
     task: Any = None
@@ -198,6 +249,7 @@ class DriftsimConfig:
     record: RecordConfig = field(default_factory=RecordConfig)
     theory: TheoryConfig = field(default_factory=TheoryConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
     mode: str = "theory"
     seed: int = 0
     device: str = "auto"
@@ -212,6 +264,7 @@ class DriftsimConfig:
         t0 = self.protocol.t0
         _require(t0 is None or t0 <= self.dynamics.t_end, "protocol.t0", t0,
                  f"a time within the learning run [0, dynamics.t_max={self.dynamics.t_end:g}]")
+        self.observe.check_against(self.model, self.sim, self.mode, drift=t0 is not None)
 
     @property
     def t_drift(self) -> Optional[float]:

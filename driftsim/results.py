@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 from torch import Tensor
 
-__all__ = ["TheoryLearn", "TheoryDrift", "Equilibrium", "TheoryResult", "SimPhase", "SimResult"]
+__all__ = ["TheoryLearn", "TheoryDrift", "Equilibrium", "TheoryResult", "SimPhase", "SimSessions", "SimResult",
+           "Observed", "PopulationTheory"]
 
 
 @dataclass
@@ -69,8 +71,41 @@ class SimPhase:
 
 
 @dataclass
+class SimSessions:
+    """Hidden activity at the sessions of the observation model (drift phase), for ``observe.py``."""
+    t: Tensor  # [S], time since the freeze
+    layer: int  # hidden layer 1..L
+    activity: Tensor  # [S, A, U, X]: φ(h_layer) of the first U units of the first A networks, X = P + Q stimuli
+
+
+@dataclass
 class SimResult:
     learn: SimPhase
     drift: Optional[SimPhase] = None
     t0: Optional[float] = None
     info: dict = field(default_factory=dict)  # scheme, dt, steps, wall time ...
+    sessions: Optional[SimSessions] = None
+
+
+@dataclass
+class Observed:
+    """One source's recordings and their drift metrics (``/observe/<source>``, ``/metrics/<source>``)."""
+    t: np.ndarray  # [S] drift time of each session, since the freeze
+    responses: np.ndarray  # [S, A, C, X, R]
+    cells: np.ndarray  # [S, A, C] the unit each cell slot recorded
+    metrics: dict[str, np.ndarray]  # name → [A, S, S] or [A, S] (analysis.metrics.summary per network)
+
+
+@dataclass
+class PopulationTheory:
+    """Infinite-population predictions at the sessions (``/theory/drift/population``; theory/population.py)."""
+    t: Tensor  # [S] drift times
+    layer: int
+    ridge: float  # λ of the fixed decoder
+    pv_correlation: Tensor  # [S, S]
+    rate_correlation: Tensor  # [S, S]
+    similarity: Tensor  # [S, X, X]
+    decoder_output: Tensor  # [S, Q] fixed ridge decoder's output on the test stimuli
+    decoder_fixed: Tensor  # [S] its accuracy
+    decoder_output_inf: Tensor  # [Q] its decorrelated limit (SPEC §6.4)
+    decoder_fixed_inf: float

@@ -55,6 +55,9 @@ def test_presets_exist_for_the_papers_settings():
     ("protocol.t0=1e9", "protocol.t0=1000000000.0", "within the learning run"),
     ("protocol.freeze=none", "protocol.freeze='none'", "unless mode=sim"),
     ("decode.cv_folds=1", "decode.cv_folds=1", "an integer >= 2"),
+    ("observe.sessions=1", "observe.sessions=1", "0 \\(off\\) or an integer >= 2"),
+    ("observe.noise=laplace", "observe.noise='laplace'", "one of \\['none', 'gaussian', 'poisson'\\]"),
+    ("observe.turnover=2", "observe.turnover=2.0", "a fraction in \\[0, 1\\]"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(override, key, allowed):
     with pytest.raises(ValueError, match=f"{key}.*{allowed}"):
@@ -83,3 +86,22 @@ def test_command_line_fails_fast_with_one_clear_line(tmp_path, override, message
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("*.h5"))  # no work done
     assert time.perf_counter() - start < 30
+
+
+@pytest.mark.parametrize("overrides,key,allowed", [
+    (["mode=sim", "observe.sessions=3", "observe.cells=600"], "observe.cells=600", "at most model.width=512"),
+    (["mode=both", "observe.sessions=3", "observe.cells=400", "observe.turnover=0.5"], "observe.cells=400",
+     "uses 800 distinct units"),
+    (["mode=sim", "observe.sessions=3", "observe.networks=65"], "observe.networks=65", "at most sim.ensemble=64"),
+    (["observe.sessions=3", "observe.layer=2"], "observe.layer=2", "1..model.depth=1"),
+    (["observe.sessions=3", "protocol.t0=null"], "observe.sessions=3", "unless protocol.t0 is set"),
+    (["observe.sessions=3", "model.activation=erf"], "observe.baseline=0.0", "odd φ"),
+])
+def test_observe_keys_that_contradict_the_model_name_it(overrides, key, allowed):
+    with pytest.raises(ValueError, match=f"{key}.*{allowed}"):
+        validated(*overrides)
+
+
+def test_observe_is_off_by_default_and_theory_mode_needs_no_width():
+    assert validated().observe.sessions == 0
+    assert validated("observe.sessions=3", "observe.cells=5000").observe.cells == 5000  # units sampled, not simulated

@@ -14,6 +14,10 @@ t = 0 entry of every recorded series is left out. Colours: seaborn's colour-blin
   (mean predictor per example) and simulation (every network) side by side, optionally with a predicted
   Gaussian density per example overlaid (SPEC §10).
 - :func:`drift_accuracy`: decoding accuracy after the freeze with the decorrelated limit (§6.4, §9 finding 5).
+- Recordings (``observe.sessions`` > 0; ``metrics.py``, ``theory/population.py``), over the sessions' drift
+  times (linear axes): :func:`pv_elapsed` (PV or ensemble-rate correlation against elapsed time: the
+  infinite-population closed form, simulated networks, theory-sampled networks), :func:`similarity_matrices`
+  (first and last session side by side) and :func:`decoder_accuracy` (fixed vs retrained decoders).
 
 The numbers the figures mark come from ``measures.py``.
 """
@@ -27,14 +31,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import xarray as xr
 from matplotlib.figure import Figure
 
 from ..io import store
+from . import metrics
 from .measures import measures, prediction_error, best_stopping, phase_times, crossing_time
 
 __all__ = ["PALETTE", "TIME_LABEL", "DRIFT_TIME_LABEL", "palette", "predictor_trajectories",
-           "generalisation_error", "predictor_histograms", "drift_accuracy", "standard_figures", "save_figures",
-           "figures_dir"]
+           "generalisation_error", "predictor_histograms", "drift_accuracy", "pv_elapsed", "similarity_matrices",
+           "decoder_accuracy", "standard_figures", "save_figures", "figures_dir"]
 
 PALETTE = "colorblind"
 TIME_LABEL = "time t  [Langevin time, SPEC §1.4]"
@@ -249,15 +255,134 @@ def drift_accuracy(run: store.Run, ax=None, label: Optional[str] = None, color=N
     return fig
 
 
+def _observed_sources(run: store.Run) -> list[str]:
+    sources = [s for s in ("theory", "sim") if f"/metrics/{s}/pv_correlation" in run]
+    if not sources:
+        raise ValueError(f"{run.path} has no recordings (observe.sessions=0): nothing to plot")
+    return sources
+
+
+def _elapsed(matrix: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(elapsed time [S], r(Δ) [..., S]): means of the Δ-th off-diagonals of [..., S, S] (metrics.elapsed_curve)."""
+    lead = [f"dim_{i}" for i in range(matrix.ndim - 2)]
+    curve = metrics.elapsed_curve(xr.DataArray(matrix, dims=(*lead, "session", "session_other"),
+                                               coords={"time": ("session", t)}))
+    return curve.coords["elapsed"].values, curve.values
+
+
+def pv_elapsed(run: store.Run, metric: str = "pv_correlation", ax=None, label: Optional[str] = None,
+               color=None) -> Figure:
+    """PV (or ``metric="rate_correlation"``) correlation against the time elapsed between sessions, r(Δ) of
+    Deitch et al. (``metrics.elapsed_curve``): the infinite-population closed form (line; no trial noise),
+    the simulated networks' recordings (points, mean ± 1 SE over networks) and the recordings of networks
+    sampled from the theory's Gaussian process (band, mean ± 1 SD over them: where one animal may lie)."""
+    sources = _observed_sources(run)
+    fig, ax = _axes(ax)
+    name = f"{label}: " if label else ""
+    colors = [color] * 3 if color is not None else palette(3)
+    what = "PV correlation" if metric == "pv_correlation" else metric.replace("_", " ")
+    if f"/theory/drift/population/{metric}" in run:
+        t = run["/theory/drift/population/t"]
+        elapsed, r = _elapsed(run[f"/theory/drift/population/{metric}"], t)
+        ax.plot(elapsed, r, color=colors[0], lw=2, label=name + "theory, infinite population")
+    if "theory" in sources:
+        elapsed, r = _elapsed(run[f"/metrics/theory/{metric}"], run["/observe/theory/t"])
+        mean, sd = r.mean(0), r.std(0, ddof=1) if len(r) > 1 else np.zeros(r.shape[1])
+        ax.fill_between(elapsed, mean - sd, mean + sd, color=colors[1], alpha=0.3, lw=0,
+                        label=name + f"theory-sampled recordings (±1 SD, {len(r)} networks)")
+    if "sim" in sources:
+        elapsed, r = _elapsed(run[f"/metrics/sim/{metric}"], run["/observe/sim/t"])
+        se = r.std(0, ddof=1) / np.sqrt(len(r)) if len(r) > 1 else np.zeros(r.shape[1])
+        ax.errorbar(elapsed, r.mean(0), yerr=se, color=colors[2], lw=0, elinewidth=1.5, marker="o", ms=4,
+                    capsize=3, label=name + f"simulated recordings (±1 SE, {len(r)} networks)")
+    ax.axhline(0, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("time elapsed between sessions  [Langevin time]")
+    ax.set_ylabel(f"{what} (mean over session pairs)")
+    _legend(ax)
+    return fig
+
+
+def _upper_corr(a: np.ndarray, b: np.ndarray) -> float:
+    i, j = np.triu_indices(a.shape[-1], k=1)
+    return float(np.corrcoef(a[i, j], b[i, j])[0, 1])
+
+
+def similarity_matrices(run: store.Run, network: int = 0) -> Figure:
+    """Stimulus × stimulus similarity (correlation over cells of the population vectors) in the first and the
+    last session, side by side: one row per source — the infinite population (closed form), and the
+    recordings of ``network`` among the simulated and the theory-sampled ones. Each row's title gives the
+    correlation of the two matrices' upper triangles (the internal-structure stability, un-normalised)."""
+    sources = _observed_sources(run)
+    rows = []
+    if "/theory/drift/population/similarity" in run:
+        rows.append(("theory, infinite population", run["/theory/drift/population/similarity"],
+                     run["/theory/drift/population/t"]))
+    for source, what in (("sim", "simulated"), ("theory", "theory-sampled")):
+        if source in sources:
+            rows.append((f"{what} network {network}", run[f"/metrics/{source}/similarity"][network],
+                         run[f"/observe/{source}/t"]))
+    low = min(float(m[[0, -1]].min()) for _, m, _ in rows)
+    fig, axes = plt.subplots(len(rows), 2, figsize=(7.2, 3.3 * len(rows)), layout="constrained", squeeze=False)
+    for (what, m, t), row in zip(rows, axes):
+        for ax, s in zip(row, (0, -1)):
+            image = ax.imshow(m[s], vmin=low, vmax=1.0, cmap="viridis", interpolation="nearest")
+            ax.set_title(f"{what}\nt − t0 = {t[s]:.3g}", fontsize=9)
+            ax.set_xlabel("stimulus (training first)")
+            ax.set_ylabel("stimulus")
+        row[1].text(1.02, 0.5, f"stability {_upper_corr(m[0], m[-1]):.3f}", transform=row[1].transAxes,
+                    rotation=90, va="center", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="correlation over cells")
+    return fig
+
+
+def decoder_accuracy(run: store.Run, ax=None) -> Figure:
+    """Population decoders over the sessions (metrics.decoders; theory/population.fixed_decoder): fitted on
+    session 0 and kept (fixed, solid) against retrained at each session (dashed), mean ± 1 SE over networks,
+    for the simulated and theory-sampled recordings; the infinite population's fixed ridge decoder (black)
+    with its decorrelated limit (SPEC §6.4, dash-dotted); chance in grey."""
+    sources = _observed_sources(run)
+    fig, ax = _axes(ax)
+    colors = dict(zip(("sim", "theory"), palette(3)[1:][::-1]))
+    for source in sources:
+        t = run[f"/observe/{source}/t"]
+        what = "simulated" if source == "sim" else "theory-sampled"
+        for key, ls, kind in (("decoder_fixed", "-", "fixed"), ("decoder_retrained", "--", "retrained")):
+            a = run[f"/metrics/{source}/{key}"]
+            se = a.std(0, ddof=1) / np.sqrt(len(a)) if len(a) > 1 else np.zeros(a.shape[1])
+            ax.errorbar(t, a.mean(0), yerr=se, color=colors[source], ls=ls, lw=1.8, marker="o", ms=3, capsize=2,
+                        label=f"{what}: {kind} (logistic, recordings)")
+        if f"/metrics/{source}/decoder_ridge_fixed" in run:
+            ax.plot(t, run[f"/metrics/{source}/decoder_ridge_fixed"].mean(0), color=colors[source], ls=":", lw=1.5,
+                    marker="s", ms=3, label=f"{what}: fixed ridge, noise-free cells")
+    if "/theory/drift/population/decoder_fixed" in run:
+        t = run["/theory/drift/population/t"]
+        ax.plot(t, run["/theory/drift/population/decoder_fixed"], color="k", lw=2,
+                label="theory: fixed ridge, infinite population")
+        ax.axhline(float(run["/theory/drift/population/decoder_fixed_inf"]), color="k", lw=1.2, ls="-.",
+                   label="its decorrelated limit (§6.4)")
+    ax.axhline(0.5, color="0.5", lw=1, ls=":", label="chance")
+    ax.set_xlabel(DRIFT_TIME_LABEL.replace("time since", "session: time since"))
+    ax.set_ylabel("decoding accuracy")
+    ax.set_ylim(min(0.4, ax.dataLim.y0 - 0.05), 1.02)
+    _legend(ax)
+    return fig
+
+
 def standard_figures(run: store.Run) -> dict[str, Figure]:
     """The figures ``driftsim-plot`` writes for one run, by name: trajectories and error (when the run has
-    theory), histograms of the last phase and drift accuracy (when it has a drift phase)."""
+    theory), histograms of the last phase and drift accuracy (when it has a drift phase), and with
+    recordings (observe.sessions > 0) PV correlation against elapsed time, similarity matrices and the
+    population decoders."""
     figs = {"trajectories": predictor_trajectories(run)}
     if "theory" in run.sources:
         figs["error"] = generalisation_error(run)
     figs["histograms"] = predictor_histograms(run, phase=run.phases[-1])
     if "drift" in run.phases:
         figs["drift_accuracy"] = drift_accuracy(run)
+    if any(f"/metrics/{s}/pv_correlation" in run for s in ("theory", "sim")):
+        figs["pv_elapsed"] = pv_elapsed(run)
+        figs["similarity"] = similarity_matrices(run)
+        figs["decoders"] = decoder_accuracy(run)
     return figs
 
 

@@ -29,7 +29,8 @@ __all__ = ["AXES", "axes_of", "label_axes"]
 PHASE = r"(?P<p>learn|drift)"
 SOURCE = r"(?P<s>theory|sim)"
 
-# (path pattern, names of the axes, where the group's times come from when it has no ``t`` of its own).
+# (path pattern, names of the axes, where the group's times come from when it has no ``t`` of its own);
+# the first pattern that matches with as many names as the dataset has axes applies.
 # Axis "t" is the group's time coordinate itself; axis "session" is an index with the group's ``t`` as
 # its coordinate (the sessions' drift times).
 AXES: list[tuple[str, tuple[str, ...], str | None]] = [
@@ -56,21 +57,26 @@ AXES: list[tuple[str, tuple[str, ...], str | None]] = [
     (rf"/hist/{SOURCE}/{PHASE}/edges", ("edge",), None),
     (rf"/observe/{SOURCE}/t", ("session",), None),
     (rf"/observe/{SOURCE}/responses", ("session", "subject", "cell", "stimulus", "trial"), None),
-    (rf"/metrics/{SOURCE}/decoder_[^/]+", ("subject", "session"), "/observe/{s}/t"),
+    (rf"/observe/{SOURCE}/cells", ("session", "subject", "cell"), None),
+    (rf"/metrics/{SOURCE}/[^/]+", ("subject", "session"), "/observe/{s}/t"),
     (rf"/metrics/{SOURCE}/[^/]+", ("subject", "session", "session2"), "/observe/{s}/t"),
-    (r"/theory/drift/population/pv_correlation", ("session", "session2"), "/observe/theory/t"),
+    (r"/theory/drift/population/t", ("session",), None),
+    (r"/theory/drift/population/(pv|rate)_correlation", ("session", "session2"), "/observe/theory/t"),
     (r"/theory/drift/population/similarity", ("session", "stimulus", "stimulus2"), "/observe/theory/t"),
     (r"/theory/drift/population/decoder_fixed", ("session",), "/observe/theory/t"),
+    (r"/theory/drift/population/decoder_output", ("session", "test_point"), "/observe/theory/t"),
+    (r"/theory/drift/population/decoder_output_inf", ("test_point",), None),
+    (r"/theory/drift/population/decoder_fixed_inf", (), None),
 ]
 _COMPILED = [(re.compile(pattern), names, times) for pattern, names, times in AXES]
 
 
-def axes_of(path: str) -> tuple[tuple[str, ...], str | None] | None:
-    """The axis names of the dataset at ``path`` and the path of the times its group copies when it has
-    none (None: it needs none); None for a path the layout does not know."""
+def axes_of(path: str, ndim: int) -> tuple[tuple[str, ...], str | None] | None:
+    """The axis names of the ``ndim``-dimensional dataset at ``path`` and the path of the times its group
+    copies when it has none (None: it needs none); None for a dataset the layout does not know."""
     for pattern, names, times in _COMPILED:
         m = pattern.fullmatch(path)
-        if m:
+        if m and len(names) == ndim:
             return names, None if times is None else times.format(**m.groupdict())
     return None
 
@@ -110,12 +116,10 @@ def label_axes(h5: h5py.File) -> None:
     datasets: list[h5py.Dataset] = []
     h5.visititems(lambda _, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None)
     for ds in datasets:
-        found = axes_of(ds.name)
+        found = axes_of(ds.name, ds.ndim)
         if found is None:
             continue
         names, source = found
-        if len(names) != ds.ndim:
-            raise ValueError(f"{ds.name} has shape {ds.shape} but its axes are named {names}")
         timed = [a for a in names if a in ("t", "session")]
         t = _group_times(h5, ds.parent, source) if timed else None
         if t is not None:

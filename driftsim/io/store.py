@@ -34,7 +34,24 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
                                drift with activity: population_fixed (+) [m], population_retrained (+) [m]
     /hist/sim/<phase>/counts [n or m, 2, B], edges [B+1]
 
-<phase> is ``learn``, and ``drift`` when protocol.t0 is set. Histogram counts are per class, y = +1 (the
+    -- observe.sessions > 0 (DESIGN.md "Drift metrics and recordings"; S sessions, A networks, C cells,
+       X = P + Q stimuli, training first, R trials) --
+    /observe/<source>/t [S]    drift time of each session (since the freeze)
+    /observe/<source>/responses [S,A,C,X,R]   recorded responses: float32, int32 counts for poisson noise
+    /observe/<source>/cells (+) [S,A,C]   the unit each cell slot recorded (turnover replaces some)
+    /metrics/<source>/<name> [A,S,S] or [A,S]   analysis.metrics.summary per network: pv_correlation,
+                               rate_correlation, tuning_correlation, rsa_stability [A,S,S]; decoder_fixed,
+                               decoder_retrained [A,S]; (+) tuning_correlation_median, decoder_relative_cross,
+                               drift_index, participation_ratio, drift_in_variational_fraction,
+                               subspace_overlap where the data allow; decoder_ridge_fixed [A,S], the ridge
+                               decoder of /theory/drift/population on the noise-free activity of session 0's cells;
+                               similarity [A,S,X,X] (float32), stimulus × stimulus correlation over cells
+    /theory/drift/population/pv_correlation [S,S], similarity [S,X,X], decoder_fixed [S]   (mode theory/both)
+                               infinite population; (+) t [S], rate_correlation [S,S], decoder_output [S,Q],
+                               decoder_output_inf [Q], decoder_fixed_inf []; attrs: layer, ridge
+
+<source> is ``theory`` (units sampled from the infinite-width Gaussian process) or ``sim`` for /observe and
+/metrics, ``theory`` or ``sim`` elsewhere. <phase> is ``learn``, and ``drift`` when protocol.t0 is set. Histogram counts are per class, y = +1 (the
 first of task.classes) then y = −1; driftsim.decode says what every accuracy measures. Arrays with a
 time axis are chunked along it; arrays are gzip-compressed with the shuffle filter.
 
@@ -82,9 +99,22 @@ class StoreError(ValueError):
     """A file that is not a complete driftsim run of schema ``driftsim/1``."""
 
 
-def required_paths(mode: str, drift: bool) -> list[str]:
-    """The datasets a complete run of ``mode`` (theory, sim, both) holds, with or without a drift phase."""
+# the observation's paths of DESIGN.md that every run with observe.sessions > 0 holds
+OBSERVE_PATHS = ("t", "responses")
+METRIC_PATHS = ("pv_correlation", "rate_correlation", "tuning_correlation", "decoder_fixed", "decoder_retrained")
+POPULATION_PATHS = ("pv_correlation", "similarity", "decoder_fixed")
+
+
+def required_paths(mode: str, drift: bool, observe: bool = False) -> list[str]:
+    """The datasets a complete run of ``mode`` (theory, sim, both) holds, with or without a drift phase and
+    recordings (observe.sessions > 0)."""
     paths = [f"/task/{k}" for k in ("x_train", "y_train", "x_test", "y_test")]
+    if observe:
+        for source in SOURCES[mode]:
+            paths += [f"/observe/{source}/{k}" for k in OBSERVE_PATHS]
+            paths += [f"/metrics/{source}/{k}" for k in METRIC_PATHS]
+        if "theory" in SOURCES[mode]:
+            paths += [f"/theory/drift/population/{k}" for k in POPULATION_PATHS]
     phases = ("learn", "drift") if drift else ("learn",)
     sources = SOURCES[mode]
     if "theory" in sources:
@@ -195,12 +225,32 @@ def _write_decoding(h5: h5py.File, decoding: dict) -> None:
         _put(h, "edges", dec.edges)
 
 
+def _write_observed(h5: h5py.File, observed: dict, population) -> None:
+    for source, o in observed.items():
+        g = h5.require_group(f"observe/{source}")
+        _put(g, "t", np.asarray(o.t, dtype=np.float64))
+        counts = bool(np.all(o.responses == np.round(o.responses))) and o.responses.max() < 2 ** 31
+        _put(g, "responses", o.responses.astype(np.int32 if counts else np.float32), timed=True)
+        _put(g, "cells", np.asarray(o.cells, dtype=np.int64), timed=True)
+        m = h5.require_group(f"metrics/{source}")
+        for name, value in o.metrics.items():
+            _put(m, name, np.asarray(value, dtype=np.float32 if name == "similarity" else np.float64))
+    if population is not None:
+        p = h5.require_group("theory/drift/population")
+        p.attrs["layer"], p.attrs["ridge"] = int(population.layer), float(population.ridge)
+        for k in ("t", "pv_correlation", "rate_correlation", "similarity", "decoder_output", "decoder_fixed",
+                  "decoder_output_inf"):
+            _put(p, k, getattr(population, k))
+        _put(p, "decoder_fixed_inf", np.float64(population.decoder_fixed_inf))
+
+
 def write_run(path: PathLike, *, config: str, seed: int, task, theory=None, sim=None,
-              decoding: Optional[dict] = None) -> Path:
+              decoding: Optional[dict] = None, observed: Optional[dict] = None, population=None) -> Path:
     """Write one run atomically to ``path`` (schema driftsim/1, layout in the module docstring).
 
     config: the resolved YAML of the run's config; task: a ``driftsim.tasks.Task``; theory: a
-    ``TheoryResult``; sim: a ``SimResult``; decoding: {(source, phase): ``decode.PhaseDecoding``}.
+    ``TheoryResult``; sim: a ``SimResult``; decoding: {(source, phase): ``decode.PhaseDecoding``};
+    observed: {source: ``results.Observed``}; population: a ``results.PopulationTheory``.
     Returns the final path.
     """
     final = Path(path)
@@ -220,6 +270,7 @@ def write_run(path: PathLike, *, config: str, seed: int, task, theory=None, sim=
             if sim is not None:
                 _write_sim(h5, sim)
             _write_decoding(h5, decoding or {})
+            _write_observed(h5, observed or {}, population)
             label_axes(h5)
         with open(partial, "rb+") as fh:  # on disk before the rename makes it visible
             os.fsync(fh.fileno())
@@ -268,11 +319,44 @@ def _check_header(h5: h5py.File, path: Path) -> dict:
         mode, t0 = config["mode"], config["protocol"]["t0"]
     except Exception as e:  # a missing or unparsable config is a damaged file
         raise StoreError(f"{path}: root attribute 'config' is missing or not a driftsim config ({e})") from e
-    missing = [p for p in required_paths(mode, t0 is not None) if p not in h5]
+    observe = (config.get("observe") or {}).get("sessions", 0) > 0
+    missing = [p for p in required_paths(mode, t0 is not None, observe) if p not in h5]
     if missing:
         raise StoreError(f"{path} is not a complete driftsim run (mode={mode}): missing {missing}")
     _check_covariance(h5, path)
+    _check_observed(h5, path)
     return config
+
+
+def _check_observed(h5: h5py.File, path: Path) -> None:
+    """Where present, /observe/<source>, /metrics/<source> and /theory/drift/population agree on S, A, C, X."""
+    X = h5["task/x_train"].shape[0] + h5["task/x_test"].shape[0]
+
+    def fail(what: str, got, want) -> None:
+        raise StoreError(f"{path}: {what} has shape {got}; expected {want}")
+
+    for source in ("theory", "sim"):
+        g = h5.get(f"observe/{source}")
+        if g is None:
+            continue
+        S = g["t"].shape[0]
+        r = g["responses"].shape
+        if len(r) != 5 or r[0] != S or r[3] != X:
+            fail(f"/observe/{source}/responses", r, f"[S={S}, A, C, X={X}, R]")
+        if "cells" in g and g["cells"].shape != r[:3]:
+            fail(f"/observe/{source}/cells", g["cells"].shape, r[:3])
+        A = r[1]
+        for name, d in (h5.get(f"metrics/{source}") or {}).items():
+            want = {2: (A, S), 3: (A, S, S), 4: (A, S, X, X)}.get(d.ndim)
+            if d.shape != want or (d.ndim == 4) != (name == "similarity"):
+                fail(f"/metrics/{source}/{name}", d.shape, f"[A={A}, S={S}] or [A, S, S] (similarity [A, S, X, X])")
+    p = h5.get("theory/drift/population")
+    if p is not None:
+        S = p["pv_correlation"].shape[0]
+        want = {"pv_correlation": (S, S), "similarity": (S, X, X), "decoder_fixed": (S,)}
+        for name, shape in want.items():
+            if p[name].shape != shape:
+                fail(f"/theory/drift/population/{name}", p[name].shape, shape)
 
 
 def _check_covariance(h5: h5py.File, path: Path) -> None:
@@ -302,8 +386,9 @@ def _open(path: PathLike) -> tuple[h5py.File, Path]:
         raise StoreError(f"{path} cannot be opened as HDF5 (truncated or corrupt?): {e}") from e
 
 
-def read_run(path: PathLike, activity: bool = False) -> Run:
-    """Read and validate a run file; hidden-activity snapshots (/sim/activity) only with ``activity=True``.
+def read_run(path: PathLike, activity: bool = False, recordings: bool = False) -> Run:
+    """Read and validate a run file; hidden-activity snapshots (/sim/activity) only with ``activity=True``,
+    recorded responses (/observe/<source>/responses) only with ``recordings=True``.
 
     Raises FileNotFoundError, or :class:`StoreError` for a file that is not HDF5, is truncated, is not a
     driftsim run, has another schema, or lacks a path its mode requires.
@@ -318,7 +403,9 @@ def read_run(path: PathLike, activity: bool = False) -> Run:
             own = {k: v for k, v in obj.attrs.items() if k not in _SCALE_ATTRS}
             if own:
                 attrs[key] = own
-            if isinstance(obj, h5py.Dataset) and (activity or not key.startswith("/sim/activity")):
+            skipped = ((not activity and key.startswith("/sim/activity"))
+                       or (not recordings and key.startswith("/observe/") and key.endswith("/responses")))
+            if isinstance(obj, h5py.Dataset) and not skipped:
                 arrays[key] = obj[()]
 
         try:

@@ -4,6 +4,7 @@ frozen at t0 while the hidden weights drift, the predictors recorded, divergence
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -13,13 +14,13 @@ from tqdm.auto import tqdm
 
 from ..config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
 from ..prior import Prior
-from ..results import SimPhase, SimResult
+from ..results import SimPhase, SimResult, SimSessions
 from ..times import check_times
 from .networks import Ensemble, init_ensemble, resolve_device, resolve_dtype
 from .noise import leave_a_core
 from .schemes import euler, langevin, mpl, prior_drift, substeps
 
-__all__ = ["simulate", "DIVERGENCE_LIMIT"]
+__all__ = ["simulate", "SessionRequest", "DIVERGENCE_LIMIT"]
 
 DIVERGENCE_LIMIT = 1e6  # |f| beyond this (labels are ±1) counts as a diverged run
 CHECK_EVERY = 16  # steps between divergence checks (each one synchronises a GPU)
@@ -54,6 +55,30 @@ class _Recorder:
         return SimPhase(self.t, self.f[:, :, :P], self.f[:, :, P:], *act)
 
 
+@dataclass(frozen=True)
+class SessionRequest:
+    """Activity to record for the observation model: at drift times ``t`` [S] (since the freeze), of hidden
+    layer ``layer`` (1..L), the first ``units`` units of the first ``networks`` networks."""
+    t: Tensor
+    layer: int
+    networks: int
+    units: int
+
+    def recorder(self, x_all: Tensor, depth: int, ensemble: int, width: int, dtype: torch.dtype):
+        """A callable (i, net) storing session i, and the SimSessions it fills; checks the request."""
+        t = check_times("observe session times", self.t, from_zero=True)
+        for name, value, top in (("observe.layer", self.layer, depth), ("observe.networks", self.networks, ensemble),
+                                 ("observe cells (with turnover)", self.units, width)):
+            if not 1 <= value <= top:
+                raise ValueError(f"{name}={value} is not allowed: 1..{top} for this simulation")
+        out = SimSessions(t, self.layer, torch.empty(len(t), self.networks, self.units, len(x_all), dtype=dtype))
+
+        def record(i: int, net: Ensemble) -> None:
+            act = net.forward(x_all).phi[self.layer - 1]  # [E, N, X]
+            out.activity[i] = act[:self.networks, :self.units].cpu()
+        return record, out
+
+
 def _stability_hint(net: Ensemble, x: Tensor, prior: Prior) -> float:
     """Largest eigenvalue of the empirical NTK on the training set over the ensemble, at initialisation
     scaled to the prior's weight scale σ when that is larger (exact scaling for relu and linear φ)."""
@@ -79,8 +104,8 @@ def _check_divergence(f: Tensor, t: float, dynamics: DynamicsConfig, lam_max: fl
 
 @torch.no_grad()
 def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: ProtocolConfig, sim: SimConfig,
-             t_learn: Tensor, t_drift: Optional[Tensor], seed: int, device: str = "auto", progress: bool = True
-             ) -> SimResult:
+             t_learn: Tensor, t_drift: Optional[Tensor], seed: int, device: str = "auto", progress: bool = True,
+             sessions: Optional[SessionRequest] = None) -> SimResult:
     """Simulate an ensemble of E networks (SPEC §8) on ``task`` and record their predictors.
 
     task: x_train [P, N0], y_train [P], x_test [Q, N0] (float64). Learning follows ``dynamics.scheme``
@@ -92,7 +117,10 @@ def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: Proto
     learning run goes on undisturbed. Returns float records on the CPU: learn.f_train [n, E, P], f_test
     [n, E, Q] (drift: [m, E, ·]), activity [n, E, P or Q, sim.activity_units] of the first units of the last
     hidden layer; info holds scheme, dt, steps, wall time, device, the NTK bound. Raises ValueError naming
-    dynamics.dt (or lam) when the run diverges.
+    dynamics.dt (or lam) when the run diverges. ``sessions`` (a :class:`SessionRequest`, drift phase only)
+    also records a layer's activity at its drift times into ``SimResult.sessions``: they become extra stops
+    of the drift, whose exact transitions compose, so the drift keeps its law but draws other random numbers
+    than a run without sessions.
     """
     start = time.perf_counter()
     t_learn = check_times("t_learn", t_learn, from_zero=True)
@@ -126,7 +154,14 @@ def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: Proto
     units = sim.activity_units
     learn_rec = _Recorder(t_learn, sim.ensemble, P, Q, units, dtype)
     drift_rec = _Recorder(t_drift, sim.ensemble, P, Q, units, dtype) if t0 is not None else None
-    n_drift = len(t_drift) - 1 if t0 is not None else 0
+    if sessions is not None and t0 is None:
+        raise ValueError("observe sessions lie in the drift phase, but protocol.t0 is unset (no drift phase)")
+    record_session, session_out = (sessions.recorder(x_all, model.depth, sim.ensemble, model.width, dtype)
+                                   if sessions is not None else (None, None))
+    drift_stops = t_drift.tolist() if t0 is not None else []
+    if sessions is not None:
+        drift_stops = sorted(set(drift_stops) | set(session_out.t.tolist()))
+    n_drift = max(len(drift_stops) - 1, 0)
 
     state = scheme.init(net, g_learn)
     steps = 0
@@ -149,11 +184,16 @@ def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: Proto
                 _check_divergence(state.net.forward(x).f, t_stop, dynamics, lam_max)
             if t0 is not None and t_stop == t0:
                 dstate = drift.init(state.net.clone(), g_drift)
-                drift_rec(0, dstate.net, x_all)
-                for i, span in enumerate(t_drift.diff().tolist(), start=1):
-                    drift.step(dstate, span)
-                    drift_rec(i, dstate.net, x_all)
-                    bar.update(1)
+                at_record = {t: i for i, t in enumerate(t_drift.tolist())}
+                at_session = {t: i for i, t in enumerate(session_out.t.tolist())} if sessions is not None else {}
+                for k_d, t_d in enumerate(drift_stops):
+                    if k_d > 0:
+                        drift.step(dstate, t_d - drift_stops[k_d - 1])
+                        bar.update(1)
+                    if t_d in at_record:
+                        drift_rec(at_record[t_d], dstate.net, x_all)
+                    if t_d in at_session:
+                        record_session(at_session[t_d], dstate.net)
                 del dstate
 
     info = {"scheme": dynamics.scheme, "dt": dt, "steps": steps, "drift_transitions": n_drift,
@@ -164,4 +204,4 @@ def simulate(task, model: ModelConfig, dynamics: DynamicsConfig, protocol: Proto
         info.update(lam=dynamics.lam, mpl_inner_steps=dynamics.mpl_inner_steps,
                     mpl_acceptance=state.stats.get("accepted", 0) / proposed if proposed else float("nan"))
     return SimResult(learn_rec.phase(), drift_rec.phase() if drift_rec is not None else None,
-                     float(t0) if t0 is not None else None, info)
+                     float(t0) if t0 is not None else None, info, session_out)

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..activations import Activation
+from ..activations import Activation, get_activation
 from ..prior import Prior
 from .kernels import KernelModel
 
-__all__ = ["Moments", "layer_of", "moments", "pv_correlation", "stationary_pv_correlation"]
+__all__ = ["FixedDecoder", "Moments", "fixed_decoder", "layer_of", "moments", "pv_correlation", "rate_correlation",
+           "sample_units", "similarity", "stationary_pv_correlation"]
 
 # pairs of times per batch of the kernel recursion: bounds its [pairs, X, X] temporaries to ~64 MB
 _ENTRIES_PER_BATCH = 1 << 23
@@ -151,6 +152,14 @@ def _times(times: Tensor, device: torch.device) -> Tensor:
     return t
 
 
+def _over_pairs(model: KernelModel, ti: Tensor, tj: Tensor, xa: Tensor, xb: Tensor, reduce) -> Tensor:
+    """reduce(Moments) for the prior's weight statistics between times ti and tj (each [B]), in batches."""
+    prior = model.prior
+    parts = [reduce(moments(model, prior.cov(ti[sl], tj[sl]), prior.var(ti[sl]), prior.var(tj[sl]), xa, xb))
+             for sl in _batches(len(ti), max(len(xa), len(xb)))]
+    return torch.cat(parts)
+
+
 def pv_correlation(x: Tensor, *, depth: int, activation: str | Activation, prior: Prior, times: Tensor,
                    layer: int | None = None) -> Tensor:
     """Infinite-population PV correlation between every two session times, under the prior's weight process.
@@ -177,10 +186,200 @@ def pv_correlation(x: Tensor, *, depth: int, activation: str | Activation, prior
     """
     x = _as64(x)
     t = _times(times, x.device)
-    model = KernelModel(activation, layer_of(layer, depth), prior)
     ti, tj = _pairs(t)
-    out = torch.empty_like(ti)
-    for sl in _batches(len(ti), len(x)):
-        a, b = ti[sl], tj[sl]
-        out[sl] = _pv(moments(model, prior.cov(a, b), prior.var(a), prior.var(b), x, x))
-    return out.reshape(len(t), len(t))
+    model = KernelModel(activation, layer_of(layer, depth), prior)
+    return _over_pairs(model, ti, tj, x, x, _pv).reshape(len(t), len(t))
+
+
+def rate_correlation(x: Tensor, *, depth: int, activation: str | Activation, prior: Prior, times: Tensor,
+                     layer: int | None = None) -> Tensor:
+    """Infinite-population ensemble rate correlation between every two session times.
+
+    A unit's rate at time t is its mean over the stimuli, m_u(t) = mean_x φ(h_u(x,t)); over units
+    Cov(m_u(t), m_u(t')) = mean over x, x' of Cov(φ(h(x,t)), φ(h(x',t'))) from the two-time kernel
+    (SPEC §3.1, §4), and the correlation divides by the same at t' = t.
+
+    Parameters
+    ----------
+    x, depth, activation, prior, times, layer
+        As in :func:`pv_correlation`.
+
+    Returns
+    -------
+    Tensor [S, S]
+        Symmetric, ones on the diagonal (float64, on x's device).
+    """
+    x = _as64(x)
+    t = _times(times, x.device)
+    ti, tj = _pairs(t)
+    model = KernelModel(activation, layer_of(layer, depth), prior)
+    cov = _over_pairs(model, ti, tj, x, x, lambda m: m.covariance().mean((1, 2))).reshape(len(t), len(t))
+    sd = cov.diagonal().sqrt()
+    return cov / (sd[:, None] * sd[None, :])
+
+
+def similarity(x: Tensor, *, depth: int, activation: str | Activation, prior: Prior, times: Tensor,
+               layer: int | None = None) -> Tensor:
+    """Infinite-population similarity of the stimuli at each time: the Pearson correlation over units of
+    the population vectors of x and x', (K_l(x,x') − E[φ(x)]E[φ(x')]) / √(Var φ(x) Var φ(x')), from the
+    one-time layer kernel (SPEC §3.1 at t = t'). Stationary once the weights are (σ0 = σ or t ≫ 1/γ).
+
+    Parameters
+    ----------
+    x, depth, activation, prior, layer
+        As in :func:`pv_correlation`.
+    times : Tensor [S] or scalar
+        Absolute times.
+
+    Returns
+    -------
+    Tensor [S, X, X] ([X, X] for a scalar time)
+        Symmetric with ones on the diagonal (float64, on x's device).
+    """
+    x = _as64(x)
+    t = _times(times, x.device)
+    model = KernelModel(activation, layer_of(layer, depth), prior)
+
+    def corr(m: Moments) -> Tensor:
+        va, vb = m.variances()
+        return m.covariance() / (va[:, :, None] * vb[:, None, :]).sqrt()
+
+    out = _over_pairs(model, t, t, x, x, corr)
+    return out if torch.as_tensor(times).ndim else out[0]
+
+
+def _sign_accuracy(f: Tensor, y: Tensor, resolution: float) -> Tensor:
+    """Fraction of the last axis where sign(f) is the label y (±1); an output within ``resolution`` of 0 is
+    a tie and counts ½ (an odd φ's limit is exactly 0; a signal below the theory's accuracy is not one)."""
+    tie = f.abs() <= resolution
+    return torch.where(tie, 0.5, (torch.sign(f) == y).to(torch.float64)).mean(-1)
+
+
+@dataclass(frozen=True)
+class FixedDecoder:
+    """A ridge decoder fitted at one time on infinitely many units, read at later times (dual form).
+
+    output [S, Q]: its output on the evaluation stimuli at each session; accuracy [S]: fraction of them
+    whose output has the sign of their label (ties ½); output_inf [Q], accuracy_inf: the same at t → ∞.
+    """
+    output: Tensor
+    accuracy: Tensor
+    output_inf: Tensor
+    accuracy_inf: float
+
+
+def fixed_decoder(x_fit: Tensor, y_fit: Tensor, x_eval: Tensor, y_eval: Tensor, *, depth: int,
+                  activation: str | Activation, prior: Prior, t_fit: float, times: Tensor, ridge: float,
+                  layer: int | None = None, resolution: float = 0.0) -> FixedDecoder:
+    """Ridge decoder on the activity of an infinite population, fitted at t_fit and kept fixed.
+
+    With features φ_u(x)/√U of U → ∞ units (uncentred, no intercept) the ridge fit on (x_fit, y_fit) at
+    t_fit reads, at time t, f(x,t) = k(x,t; X,t_fit) (K(t_fit,t_fit) + λI)⁻¹ y with k and K the two-time
+    layer kernel E[φφ'] (SPEC §3.1). As t → ∞ the two times decorrelate and k becomes the mean kernel
+    E[φ(h(x,∞))] E[φ(h(X,t_fit))] (SPEC §6.4; variances at equilibrium, C(∞,∞) = σ²): the recursion with
+    C(t,t') = 0. For the last layer, λ = T/σ² and t_fit at equilibrium this is the frozen readout's mean
+    predictor (SPEC §6.3: K_gp = σ² K_L). The finite-population decoder that matches it is ridge
+    regression without intercept on φ/√U (sklearn ``Ridge(alpha=λ, fit_intercept=False)``).
+
+    Parameters
+    ----------
+    x_fit : Tensor [P, N0]
+    y_fit : Tensor [P]
+        Stimuli and labels (±1) of the fit.
+    x_eval : Tensor [Q, N0]
+    y_eval : Tensor [Q]
+        Stimuli and labels it is scored on.
+    depth, activation, prior, layer
+        As in :func:`pv_correlation`.
+    t_fit : float
+        Absolute time of the fit (the freeze t0 for session 0).
+    times : Tensor [S]
+        Absolute times it is read at.
+    ridge : float
+        λ > 0, in the units of the layer kernel.
+    resolution : float
+        Outputs within it of 0 count as ties (½) in the accuracy (the app passes theory.tol).
+
+    Returns
+    -------
+    FixedDecoder
+    """
+    x_fit, x_eval = _as64(x_fit), _as64(x_eval)
+    dev = x_fit.device
+    y_fit = torch.as_tensor(y_fit, dtype=torch.float64, device=dev).reshape(-1)
+    y_eval = torch.as_tensor(y_eval, dtype=torch.float64, device=dev).reshape(-1)
+    if len(y_fit) != len(x_fit) or len(y_eval) != len(x_eval):
+        raise ValueError(f"labels must match the stimuli: y_fit {len(y_fit)} for x_fit {len(x_fit)}, "
+                         f"y_eval {len(y_eval)} for x_eval {len(x_eval)}")
+    if not ridge > 0:
+        raise ValueError(f"ridge={ridge!r} must be > 0 (the ridge decoder's regulariser λ)")
+    t = _times(times, dev)
+    model = KernelModel(activation, layer_of(layer, depth), prior)
+    t0 = torch.full((1,), float(t_fit), dtype=torch.float64, device=dev)
+    gram = moments(model, prior.var(t0), prior.var(t0), prior.var(t0), x_fit, x_fit).cross[0]
+    alpha = torch.linalg.solve(gram + ridge * torch.eye(len(x_fit), dtype=gram.dtype, device=dev), y_fit)
+    cross = _over_pairs(model, t, t0.expand_as(t), x_eval, x_fit, lambda m: m.cross)  # [S, Q, P]
+    output = cross @ alpha
+    s2 = torch.full((1,), prior.sigma ** 2, dtype=torch.float64, device=dev)
+    limit = moments(model, torch.zeros_like(s2), s2, prior.var(t0), x_eval, x_fit).cross[0]
+    output_inf = limit @ alpha
+    return FixedDecoder(output, _sign_accuracy(output, y_eval, resolution), output_inf,
+                        float(_sign_accuracy(output_inf, y_eval, resolution)))
+
+
+def _cholesky(q: Tensor) -> Tensor:
+    """Lower Cholesky factor of the covariance q, adding the smallest jitter (relative to its mean
+    diagonal, 0 then 1e-12 … 1e-8) that makes rounding errors of a positive semi-definite q harmless."""
+    scale = float(q.diagonal().mean())
+    eye = torch.eye(len(q), dtype=q.dtype, device=q.device)
+    for jitter in (0.0, 1e-12, 1e-10, 1e-8):
+        root, info = torch.linalg.cholesky_ex(q + jitter * scale * eye)
+        if int(info) == 0:
+            return root
+    raise ValueError("the units' covariance over (time, stimulus) is not positive semi-definite beyond a "
+                     "jitter of 1e-8 of its diagonal; check the stimuli and times for NaN or huge values")
+
+
+def sample_units(x: Tensor, *, depth: int, activation: str | Activation, prior: Prior, times: Tensor,
+                 cells: int, seed: int, layer: int | None = None) -> Tensor:
+    """A finite population drawn from the infinite-width Gaussian process of layer ``layer``'s units.
+
+    Each unit's pre-activations at all (time, stimulus) pairs are jointly Gaussian with covariance
+    Q_l(t,t',x,x') = C(t,t') K_{l−1}(t,t',x,x') (Q_1 = C(t,t') x.x'/N0; SPEC §3.1), drawn through the
+    Cholesky factor of that [S·X, S·X] matrix (with a jitter of at most 1e-8 of its mean diagonal where it
+    is singular, e.g. repeated stimuli or more stimuli than input dimensions), independently per unit; the units' activity is φ of them. For layer l > 1 this
+    is the infinite-width law: the previous layer's empirical kernel concentrates on K_{l−1}.
+
+    Parameters
+    ----------
+    x, depth, activation, prior, times, layer
+        As in :func:`pv_correlation`.
+    cells : int
+        Units drawn, C ≥ 1.
+    seed : int
+        Seed of the torch generator (on x's device).
+
+    Returns
+    -------
+    Tensor [S, C, X]
+        Activity φ(h) of each unit at each time and stimulus (float64, on x's device).
+    """
+    x = _as64(x)
+    t = _times(times, x.device)
+    if not isinstance(cells, int) or cells < 1:
+        raise ValueError(f"cells={cells!r} must be an integer >= 1")
+    l = layer_of(layer, depth)
+    S, X = len(t), len(x)
+    ti, tj = _pairs(t)
+    c = prior.cov(ti, tj)[:, None, None]
+    if l == 1:
+        q = c * (x @ x.T / x.shape[1])
+    else:
+        below = KernelModel(activation, l - 1, prior)
+        q = c * _over_pairs(below, ti, tj, x, x, lambda m: m.cross)
+    q = q.reshape(S, S, X, X).permute(0, 2, 1, 3).reshape(S * X, S * X)
+    root = _cholesky(0.5 * (q + q.T))
+    g = torch.Generator(device=x.device).manual_seed(int(seed))
+    z = torch.randn(S * X, cells, generator=g, dtype=torch.float64, device=x.device)
+    h = (root @ z).reshape(S, X, cells)
+    return get_activation(activation).phi(h).transpose(1, 2)

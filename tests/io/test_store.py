@@ -20,7 +20,8 @@ from driftsim.analysis import sweeps
 from driftsim.io import store
 from driftsim.config import DriftsimConfig
 from driftsim.analysis.decode import decode_sim, decode_theory
-from driftsim.results import Equilibrium, SimPhase, SimResult, TheoryDrift, TheoryLearn, TheoryResult
+from driftsim.results import (Equilibrium, Observed, PopulationTheory, SimPhase, SimResult, TheoryDrift, TheoryLearn,
+                              TheoryResult)
 
 P, Q, N0, E, U = 6, 3, 8, 5, 4
 TIMES = torch.tensor([0.0, 0.1, 1.0, 10.0], dtype=torch.float64)  # n = m = 4
@@ -219,3 +220,60 @@ def test_collect_refuses_foreign_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no driftsim run files"):
         sweeps.collect(tmp_path / "empty")
+
+
+S, A, C, R = 3, 2, 5, 4
+
+
+def fake_observed(seed: int = 0):
+    """Stand-ins for observe + metrics (/observe, /metrics) and theory/population (/theory/drift/population)."""
+    rng = np.random.default_rng(seed)
+    X = P + Q
+    observed = {source: Observed(t=np.array([0.0, 2.0, 4.0]), responses=rng.poisson(3.0, (S, A, C, X, R)).astype(float),
+                                 cells=rng.integers(0, 9, (S, A, C)),
+                                 metrics={**{k: rng.random((A, S, S)) for k in ("pv_correlation", "rate_correlation",
+                                                                                  "tuning_correlation")},
+                                          **{k: rng.random((A, S)) for k in ("decoder_fixed", "decoder_retrained")}})
+                for source in ("theory", "sim")}
+    t = torch.tensor([0.0, 2.0, 4.0], dtype=torch.float64)
+    r = lambda *shape: torch.as_tensor(rng.random(shape))  # noqa: E731
+    population = PopulationTheory(t=t, layer=1, ridge=1e-3, pv_correlation=r(S, S), rate_correlation=r(S, S),
+                                  similarity=r(S, X, X), decoder_output=r(S, Q), decoder_fixed=r(S),
+                                  decoder_output_inf=r(Q), decoder_fixed_inf=0.5)
+    return observed, population
+
+
+def _observing_config() -> str:
+    cfg = OmegaConf.create(_config("both", 5.0))
+    cfg.observe.sessions = S
+    return OmegaConf.to_yaml(cfg)
+
+
+def test_observation_round_trip_and_required_paths(tmp_path):
+    observed, population = fake_observed()
+    run = {**fake_run("both"), "config": _observing_config()}
+    path = store.write_run(tmp_path / "run.h5", **run, observed=observed, population=population)
+    back = store.read_run(path)
+    for p in ["/observe/sim/t", "/metrics/sim/pv_correlation", "/metrics/theory/decoder_fixed",
+              "/theory/drift/population/pv_correlation", "/theory/drift/population/similarity",
+              "/theory/drift/population/decoder_fixed"]:
+        assert p in back, p
+    assert "/observe/sim/responses" not in back  # recordings only on request
+    full = store.read_run(path, recordings=True)
+    np.testing.assert_array_equal(full["/observe/theory/responses"], observed["theory"].responses)
+    assert full["/observe/theory/responses"].dtype == np.int32  # counts stored exactly, as integers
+    np.testing.assert_array_equal(back["/theory/drift/population/similarity"], population.similarity.numpy())
+    assert back.attrs["/theory/drift/population"]["layer"] == 1
+    # a run that asks for sessions but lacks them is incomplete
+    incomplete = store.write_run(tmp_path / "bad.h5", **run)
+    with pytest.raises(store.StoreError, match="/observe/theory/t"):
+        store.read_run(incomplete)
+
+
+def test_observation_with_inconsistent_shapes_is_refused(tmp_path):
+    observed, population = fake_observed()
+    observed["sim"].metrics["decoder_fixed"] = np.zeros((A, S + 1))
+    run = {**fake_run("both"), "config": _observing_config()}
+    path = store.write_run(tmp_path / "run.h5", **run, observed=observed, population=population)
+    with pytest.raises(store.StoreError, match=r"/metrics/sim/decoder_fixed has shape \(2, 4\)"):
+        store.read_run(path)

@@ -1,12 +1,19 @@
 """Population drift metrics of theory/population.py against closed forms and wide random networks."""
+import functools
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from driftsim.analysis.ridge import fixed_ridge
+from driftsim.config import DynamicsConfig, ModelConfig, ProtocolConfig, SimConfig
 from driftsim.prior import Prior
+from driftsim.sim.simulate import SessionRequest, simulate
+from driftsim.tasks import make_task
 from driftsim.theory import population as pop
+from driftsim.theory.mean import solve
+from driftsim.times import record_times
 
 
 def _stimuli(X=6, N0=20, seed=0, scale=1.0):
@@ -109,3 +116,136 @@ def test_bad_input_errors():
                                       rho=RHO)
     with pytest.raises(ValueError, match="times must be"):
         pop.pv_correlation(x, depth=1, activation="relu", prior=Prior(1, 1, 1), times=torch.tensor([-1.0]))
+
+
+# --- against the simulator's hidden units (SPEC §8 networks: learning, then the frozen-readout drift) ------
+
+T_SIM, T0, T_DRIFT, SESSIONS, WIDTH, NETS = 0.5, 0.5, 4.0, 5, 512, 64
+
+
+@pytest.fixture(scope="module")
+def digits():
+    task = make_task({"name": "digits", "classes": [0, 1], "n_per_class": 6, "n_test": 20}, 0)
+    return task, torch.cat([task.x_train, task.x_test])
+
+
+@functools.lru_cache(maxsize=None)
+def _simulated(activation, depth, sigma0):
+    """Session activity [S, E, U, X] of 64 networks of width 512 on 12 + 20 digits: learning to t0 = 0.5
+    (γ = 0.5), the readout frozen, 5 sessions over 4 drift time units (2/γ)."""
+    task = make_task({"name": "digits", "classes": [0, 1], "n_per_class": 6, "n_test": 20}, 0)
+    t = torch.linspace(0, T_DRIFT, SESSIONS, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small ops per step: robust on a busy shared machine
+    try:
+        res = simulate(task, ModelConfig(depth, activation, WIDTH), DynamicsConfig(T=T_SIM, sigma=1.0, sigma0=sigma0,
+                       dt=0.05, t_max=T0), ProtocolConfig(t0=T0, t_drift=T_DRIFT), SimConfig(ensemble=NETS),
+                       torch.tensor([0.0, T0], dtype=torch.float64), torch.tensor([0.0, T_DRIFT], dtype=torch.float64),
+                       seed=3, device="cpu", progress=False, sessions=SessionRequest(t, depth, NETS, WIDTH))
+    finally:
+        torch.set_num_threads(threads)
+    return res.sessions.activity.double(), t
+
+
+def _pearson_units(a, b):
+    """Pearson correlation over units (dim 1) of [E, U, X] arrays: [E, X]."""
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
+CASES = [(a, d, s0) for a in ("relu", "erf") for d in (1, 2) for s0 in (1.0, 0.5)]
+
+
+@pytest.mark.parametrize("activation,depth,sigma0", CASES)
+def test_closed_forms_match_the_simulated_networks(digits, activation, depth, sigma0):
+    # per network: PV correlation (mean over stimuli), rate correlation and similarity over its 512 units;
+    # the 64 networks give the Monte-Carlo error band, and the closed form lies in it at every session
+    _, x = digits
+    act, t = _simulated(activation, depth, sigma0)
+    prior = Prior(T_SIM, 1.0, sigma0)
+    args = dict(depth=depth, activation=activation, prior=prior, times=T0 + t)
+    pv, rate = pop.pv_correlation(x, **args), pop.rate_correlation(x, **args)
+    sim = pop.similarity(x, **args)
+    se = lambda v: v.std(0) / math.sqrt(NETS)  # noqa: E731
+    for s in range(1, SESSIONS):
+        per_net = _pearson_units(act[0], act[s]).mean(-1)
+        assert abs(per_net.mean() - pv[0, s]) < 4 * se(per_net), (s, float(per_net.mean()), float(pv[0, s]))
+        r = _pearson_units(act[0].mean(-1, keepdim=True), act[s].mean(-1, keepdim=True))[:, 0]
+        assert abs(r.mean() - rate[0, s]) < 4 * se(r) + 2e-3, (s, float(r.mean()), float(rate[0, s]))
+    ac = act - act.mean(2, keepdim=True)
+    norms = ac.norm(dim=2)
+    emp = torch.einsum("seux,seuy->sexy", ac, ac) / (norms[..., :, None] * norms[..., None, :])  # [S, E, X, X]
+    z = (emp.mean(1) - sim) / (emp.std(1) / math.sqrt(NETS)).clamp_min(1e-9)
+    off = ~torch.eye(x.shape[0], dtype=torch.bool)
+    assert float(z[:, off].abs().max()) < 5 and float((emp.mean(1) - sim)[:, off].abs().max()) < 0.02
+    assert pv[0, -1] < 0.2  # the population has decorrelated ...
+    assert float(sim[-1][off].std()) > 0.05  # ... while the stimuli's similarity structure still has one
+
+
+@pytest.mark.parametrize("activation,depth,sigma0", [("relu", 1, 1.0), ("relu", 2, 0.5), ("erf", 1, 0.5)])
+def test_fixed_ridge_decoder_against_the_simulated_networks(digits, activation, depth, sigma0):
+    # the infinite-population output k(x,t; X,t0)(K + λI)⁻¹y against the mean over networks of a ridge fit
+    # on each network's 512 units at the freeze; the accuracy of a finite population against the theory's
+    # prediction for one, from 64 populations of 512 units sampled from the Gaussian process
+    task, x = digits
+    act, t = _simulated(activation, depth, sigma0)
+    prior, P, lam = Prior(T_SIM, 1.0, sigma0), len(task.y_train), 0.5
+    y = torch.cat([task.y_train, task.y_test]).numpy()
+    fit, ev = np.arange(P), np.arange(P, len(y))
+    dec = pop.fixed_decoder(task.x_train, task.y_train, task.x_test, task.y_test, depth=depth, activation=activation,
+                            prior=prior, t_fit=T0, times=T0 + t, ridge=lam)
+    out, acc = map(np.stack, zip(*[fixed_ridge(act[:, e].numpy(), y[fit], fit, ev, y[ev], lam) for e in range(NETS)]))
+    z = (out.mean(0) - dec.output.numpy()) / (out.std(0) / math.sqrt(NETS))
+    assert np.abs(z).max() < 4.5, np.abs(z).max()
+    drawn = pop.sample_units(x, depth=depth, activation=activation, prior=prior, times=T0 + t, cells=NETS * WIDTH,
+                             seed=5).reshape(SESSIONS, NETS, WIDTH, -1).numpy()
+    predicted = np.stack([fixed_ridge(drawn[:, e], y[fit], fit, ev, y[ev], lam)[1] for e in range(NETS)])
+    band = np.sqrt(acc.var(0) + predicted.var(0)) / math.sqrt(NETS)
+    assert (np.abs(acc.mean(0) - predicted.mean(0)) < 4 * band + 0.01).all(), (acc.mean(0), predicted.mean(0))
+    assert acc.mean(0)[-1] < acc.mean(0)[0] - 0.1  # the fixed decoder does decay over these sessions
+
+
+def test_fixed_decoder_is_the_frozen_readout_at_equilibrium():
+    # λ = T/σ², fitted on the training set at a freeze at equilibrium: the output is the frozen-readout mean
+    # predictor of SPEC §6.3 and its limit §6.4, which theory/mean.solve gets by Volterra integration
+    task = make_task({"name": "digits", "classes": [0, 1], "n_per_class": 5, "n_test": 6}, 0)
+    prior = Prior(0.1, 1.0, 1.0)
+    t0 = 25 / prior.gamma
+    t_drift = record_times(25 / prior.gamma, 6)
+    for depth, activation in ((1, "relu"), (2, "erf")):
+        th = solve(task.x_train, task.y_train, task.x_test, depth=depth, activation=activation, prior=prior,
+                   t_learn=record_times(t0, 4), t0=t0, t_drift=t_drift, tol=1e-5, progress=False)
+        dec = pop.fixed_decoder(task.x_train, task.y_train, task.x_test, task.y_test, depth=depth,
+                                activation=activation, prior=prior, t_fit=t0, times=t0 + t_drift, ridge=prior.gamma)
+        torch.testing.assert_close(dec.output, th.drift.f_test, rtol=0, atol=1e-5)
+        torch.testing.assert_close(dec.output_inf, th.drift.f_inf_test, rtol=0, atol=1e-6)
+    assert dec.accuracy_inf == 0.5  # erf: the decorrelated limit is exactly 0, a tie on every stimulus
+
+
+def test_sampled_population_converges_to_the_closed_form_as_one_over_root_u():
+    x = _stimuli(X=8, N0=16, seed=2)
+    prior = Prior(0.5, 1.0, 0.6)
+    t = torch.tensor([0.2, 0.8, 2.0, 5.0], dtype=torch.float64)
+    exact = pop.pv_correlation(x, depth=2, activation="relu", prior=prior, times=t)
+    rms = {}
+    for U in (50, 200, 800, 3200):
+        draws = pop.sample_units(x, depth=2, activation="relu", prior=prior, times=t, cells=40 * U, seed=U)
+        draws = draws.reshape(len(t), 40, U, -1).transpose(0, 1)  # [draw, S, U, X]
+        err = torch.stack([_pearson_units(d[0:1].expand(len(t), -1, -1), d).mean(-1) for d in draws]) - exact[0]
+        rms[U] = float(err[:, 1:].pow(2).mean().sqrt())
+    ratios = [rms[u] / rms[4 * u] for u in (50, 200, 800)]
+    assert all(1.6 < r < 2.5 for r in ratios), (rms, ratios)  # ×4 units: error ÷2
+
+
+def test_sampled_units_have_the_layer_covariance():
+    # pre-activations h = φ⁻¹ for linear φ: the empirical covariance over units is Q_l(t,t',x,x')
+    x = _stimuli(X=4, N0=10, seed=3)
+    prior = Prior(0.3, 1.2, 0.7)
+    t = torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)
+    h = pop.sample_units(x, depth=2, activation="linear", prior=prior, times=t, cells=200_000, seed=0)
+    emp = torch.einsum("scx,rcy->srxy", h, h) / h.shape[1]
+    ti, tj = torch.meshgrid(t, t, indexing="ij")
+    c = prior.cov(ti, tj)
+    expected = (c * c)[..., None, None] * (x @ x.T / x.shape[1])  # linear depth 2: Q_2 = C · C x.x'/N0
+    # each entry is a mean of 200 000 products, sd ≤ √2 max|Q| / √n: 6 sd
+    torch.testing.assert_close(emp, expected, rtol=0, atol=6 * math.sqrt(2) * float(expected.abs().max()) / math.sqrt(2e5))

@@ -1,0 +1,139 @@
+"""The observation model: a population's activity turned into a recording as the field makes them
+(DESIGN.md "Drift metrics and recordings").
+
+A population is the activity φ(h_l) of U units of A networks ("animals") at S sessions and X stimuli,
+[S, A, U, X] — the simulator's hidden units (``SimResult.sessions``) or units drawn from the theory's
+Gaussian process (``theory.population.sample_units``). A recording keeps C cells per network, R trials
+per stimulus, [S, A, C, X, R]:
+
+- cells: C units drawn at random per network for session 0 and kept; between consecutive sessions a
+  fraction ``turnover`` of them (round(turnover·C) slots, chosen at random) is replaced by units never
+  recorded before — the slot keeps its place in the recording, as a tracking that mistakes a new cell for
+  a lost one would, so turnover lowers every between-session correlation;
+- rate: gain·φ + baseline per cell and stimulus;
+- trials: ``none`` repeats the rate, ``gaussian`` adds N(0, noise_sd²), ``poisson`` draws counts with the
+  rate as mean (rates must be ≥ 0: φ ≥ 0 such as relu, or a baseline that lifts an odd φ above 0).
+
+Randomness comes from a numpy Generator on a SeedSequence of (run seed, source), as the simulator's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["NOISES", "Recording", "cell_schedule", "observation_seed", "record", "units_needed"]
+
+NOISES = ("none", "gaussian", "poisson")
+_SOURCES = ("theory", "sim")
+_OBSERVE_KEY = 0x0B5E  # keeps the observation's streams apart from the simulator's SeedSequence(seed)
+
+
+def observation_seed(seed: int, source: str) -> np.random.SeedSequence:
+    """The SeedSequence of the observation of ``source`` (``theory`` or ``sim``) in a run of ``seed``."""
+    if source not in _SOURCES:
+        raise ValueError(f"source={source!r} is not allowed: one of {list(_SOURCES)}")
+    return np.random.SeedSequence([int(seed), _OBSERVE_KEY, _SOURCES.index(source)])
+
+
+def _replaced(cells: int, turnover: float) -> int:
+    if not 0 <= turnover <= 1:
+        raise ValueError(f"observe.turnover={turnover!r} is not allowed: a fraction in [0, 1]")
+    return round(turnover * cells)
+
+
+def units_needed(sessions: int, cells: int, turnover: float) -> int:
+    """Distinct units a recording of C = ``cells`` cells over S sessions with ``turnover`` uses:
+    C + (S − 1)·round(turnover·C)."""
+    return cells + (sessions - 1) * _replaced(cells, turnover)
+
+
+def cell_schedule(sessions: int, networks: int, units: int, cells: int, turnover: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Which unit each cell slot records in each session: [S, A, C] indices into the U units.
+
+    Session 0 takes C units at random; each later session replaces round(turnover·C) random slots by
+    units not recorded before in that network. Needs U ≥ :func:`units_needed`.
+    """
+    need = units_needed(sessions, cells, turnover)
+    if cells < 2:
+        raise ValueError(f"observe.cells={cells!r} is not allowed: correlations over cells need at least 2")
+    if need > units:
+        raise ValueError(f"observe.cells={cells} over observe.sessions={sessions} with observe.turnover={turnover} "
+                         f"needs {need} distinct units per network; the population has {units}")
+    k = _replaced(cells, turnover)
+    out = np.empty((sessions, networks, cells), dtype=np.int64)
+    for a in range(networks):
+        order = rng.permutation(units)[:need]
+        current, fresh = order[:cells].copy(), iter(order[cells:])
+        out[0, a] = current
+        for s in range(1, sessions):
+            for slot in rng.choice(cells, size=k, replace=False):
+                current[slot] = next(fresh)
+            out[s, a] = current
+    return out
+
+
+@dataclass
+class Recording:
+    """responses [S, A, C, X, R]; cells [S, A, C]: the unit each cell slot recorded in each session."""
+    responses: np.ndarray
+    cells: np.ndarray
+
+
+def record(population, *, cells: int, trials: int, noise: str = "poisson", gain: float = 1.0,
+           baseline: float = 0.0, noise_sd: float = 1.0, turnover: float = 0.0,
+           seed: np.random.SeedSequence) -> Recording:
+    """Record C cells of each network of ``population`` over R trials per stimulus.
+
+    Parameters
+    ----------
+    population : array_like [S, A, U, X]
+        Activity φ of U units of A networks at S sessions and X stimuli (torch or numpy).
+    cells : int
+        C ≥ 2 cells per network.
+    trials : int
+        R ≥ 1 trials per stimulus.
+    noise : {"none", "gaussian", "poisson"}
+        Trial noise around the rate gain·φ + baseline.
+    gain, baseline : float
+        The rate's scale (> 0) and offset.
+    noise_sd : float
+        Standard deviation of the Gaussian trial noise (> 0).
+    turnover : float
+        Fraction of cells replaced between consecutive sessions, in [0, 1].
+    seed : numpy.random.SeedSequence
+        Of the cell choice and the trial noise (:func:`observation_seed`).
+
+    Returns
+    -------
+    Recording
+        float64 responses [S, A, C, X, R] (Poisson: integer counts) and the cells' units [S, A, C].
+    """
+    pop = population.detach().cpu().numpy() if hasattr(population, "detach") else np.asarray(population)
+    if pop.ndim != 4:
+        raise ValueError(f"population must be [sessions, networks, units, stimuli]; got shape {pop.shape}")
+    if not np.isfinite(pop).all():
+        raise ValueError("population activity contains NaN or inf: nothing can be recorded from it")
+    if noise not in NOISES:
+        raise ValueError(f"observe.noise={noise!r} is not allowed: one of {list(NOISES)}")
+    if not (isinstance(trials, (int, np.integer)) and trials >= 1):
+        raise ValueError(f"observe.trials={trials!r} is not allowed: an integer >= 1")
+    for key, value in (("observe.gain", gain), ("observe.noise_sd", noise_sd)):
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{key}={value!r} is not allowed: a positive finite number")
+    S, A, U, _ = pop.shape
+    rng = np.random.default_rng(seed)
+    idx = cell_schedule(S, A, U, cells, turnover, rng)
+    rate = gain * np.take_along_axis(pop.astype(np.float64), idx[..., None], axis=2) + baseline  # [S, A, C, X]
+    rate = np.repeat(rate[..., None], trials, axis=-1)
+    if noise == "gaussian":
+        return Recording(rate + noise_sd * rng.standard_normal(rate.shape), idx)
+    if noise == "poisson":
+        low = float(rate.min())
+        if low < 0:
+            raise ValueError(f"observe.noise=poisson needs rates gain·φ + baseline >= 0, but the lowest is {low:.4g} "
+                             f"(φ takes negative values, e.g. erf or linear): raise observe.baseline by at least "
+                             f"{-low:.4g}, or use observe.noise=gaussian or none")
+        return Recording(rng.poisson(rate).astype(np.float64), idx)
+    return Recording(rate, idx)
