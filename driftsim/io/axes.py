@@ -13,7 +13,8 @@ layout's paths and arrays are unchanged (schema ``driftsim/1``).
 - Recordings (/observe/<source>, DESIGN.md "Drift metrics and recordings") and their metrics have the
   axes ``session`` [S], ``subject`` [A] (observed networks), ``cell`` [C], ``stimulus`` [X] (training
   points first), ``trial`` [R], with the sessions' drift times ``t`` as the coordinate along ``session``
-  (CF ``coordinates`` attribute; the metrics groups and /theory/drift/population copy /observe's ``t``).
+  (CF ``coordinates`` attribute; /theory/drift/population holds its own ``t``; the metrics groups have
+  the session index only, the sessions of /observe/<source>).
 
 Calling :func:`label_axes` again labels only what is new.
 """
@@ -58,13 +59,14 @@ AXES: list[tuple[str, tuple[str, ...], str | None]] = [
     (rf"/observe/{SOURCE}/t", ("session",), None),
     (rf"/observe/{SOURCE}/responses", ("session", "subject", "cell", "stimulus", "trial"), None),
     (rf"/observe/{SOURCE}/cells", ("session", "subject", "cell"), None),
-    (rf"/metrics/{SOURCE}/[^/]+", ("subject", "session"), "/observe/{s}/t"),
-    (rf"/metrics/{SOURCE}/[^/]+", ("subject", "session", "session2"), "/observe/{s}/t"),
+    (rf"/metrics/{SOURCE}/[^/]+", ("subject", "session"), None),
+    (rf"/metrics/{SOURCE}/[^/]+", ("subject", "session", "session2"), None),
+    (rf"/metrics/{SOURCE}/[^/]+", ("subject", "session", "stimulus", "stimulus2"), None),
     (r"/theory/drift/population/t", ("session",), None),
-    (r"/theory/drift/population/(pv|rate)_correlation", ("session", "session2"), "/observe/theory/t"),
-    (r"/theory/drift/population/similarity", ("session", "stimulus", "stimulus2"), "/observe/theory/t"),
-    (r"/theory/drift/population/decoder_fixed", ("session",), "/observe/theory/t"),
-    (r"/theory/drift/population/decoder_output", ("session", "test_point"), "/observe/theory/t"),
+    (r"/theory/drift/population/(pv|rate)_correlation", ("session", "session2"), None),
+    (r"/theory/drift/population/similarity", ("session", "stimulus", "stimulus2"), None),
+    (r"/theory/drift/population/decoder_fixed", ("session",), None),
+    (r"/theory/drift/population/decoder_output", ("session", "test_point"), None),
     (r"/theory/drift/population/decoder_output_inf", ("test_point",), None),
     (r"/theory/drift/population/decoder_fixed_inf", (), None),
 ]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from driftsim.io import axes, labelled, store
+from driftsim.io import labelled, store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_store import N0, E, P, Q, U, fake_run
@@ -23,25 +23,33 @@ def _groups_and_datasets(path):
     return groups, datasets
 
 
-@pytest.mark.parametrize("mode,t0", [("both", 5.0), ("theory", None)])
-def test_every_group_opens_with_named_axes_and_stored_times(tmp_path, mode, t0):
-    path = store.write_run(tmp_path / "run.h5", **fake_run(mode, t0))
-    run = store.read_run(path, activity=True)
+def _every_group_opens_labelled(path):
+    """xarray opens every group of ``path`` with every axis named; each stored array comes back; each
+    time coordinate is the stored times (decode and hist groups: those of their phase)."""
+    run = store.read_run(path, activity=True, recordings=True)
     groups, datasets = _groups_and_datasets(path)
     seen = set()
     for group in groups:
-        ds = xr.open_dataset(path, group=group, engine="h5netcdf")  # what a user types, no driftsim
-        assert not [d for d in ds.dims if str(d).startswith("phony")], (group, ds.dims)
-        for name, var in ds.variables.items():
-            key = f"{group.rstrip('/')}/{name}"
-            if key in run:
-                np.testing.assert_array_equal(var.values, run[key], err_msg=key)
-                seen.add(key)
-        if "t" in ds.coords:  # a copy in decode and hist groups: the times of their phase
-            phase = group.replace("/decode", "").replace("/hist", "")
-            np.testing.assert_array_equal(ds["t"].values, run[f"{phase}/t"], err_msg=group)
-        ds.close()
+        with xr.open_dataset(path, group=group, engine="h5netcdf") as ds:  # what a user types, no driftsim
+            assert not [d for d in ds.dims if str(d).startswith("phony")], (group, ds.dims)
+            for name, var in ds.variables.items():
+                key = f"{group.rstrip('/')}/{name}"
+                if key in run:
+                    np.testing.assert_array_equal(var.values, run[key], err_msg=key)
+                    seen.add(key)
+            if "t" in ds.coords and group.startswith(("/decode", "/hist")):
+                phase = group.replace("/decode", "").replace("/hist", "")
+                np.testing.assert_array_equal(ds["t"].values, run[f"{phase}/t"], err_msg=group)
     assert seen == {d for d in datasets if d in run}  # every stored array came back through xarray
+
+
+@pytest.mark.parametrize("mode,t0", [("both", 5.0), ("theory", None)])
+def test_every_group_opens_with_named_axes_and_stored_times(tmp_path, mode, t0):
+    _every_group_opens_labelled(store.write_run(tmp_path / "run.h5", **fake_run(mode, t0)))
+
+
+def test_every_group_of_an_observed_run_opens_with_named_axes(observed_run):
+    _every_group_opens_labelled(observed_run)
 
 
 def test_axes_of_the_layout(tmp_path):
@@ -79,32 +87,19 @@ def test_files_written_before_the_axes_still_open():
     assert ds["f_train"].shape[0] == ds["t"].shape[0]  # anonymous axes, the same arrays
 
 
-def _add_recordings(path, S=3, A=2, C=5, R=2):
-    """Recordings and metrics with the shapes of DESIGN.md "Drift metrics and recordings", labelled as
-    the writer labels them."""
-    rng = np.random.default_rng(1)
-    with h5py.File(path, "a") as h5:
-        for source in ("theory", "sim"):
-            h5[f"/observe/{source}/t"] = np.linspace(0.0, 10.0, S)
-            h5[f"/observe/{source}/responses"] = rng.poisson(3.0, (S, A, C, P + Q, R)).astype(float)
-            h5[f"/metrics/{source}/pv_correlation"] = rng.random((A, S, S))
-            h5[f"/metrics/{source}/decoder_fixed"] = rng.random((A, S))
-        h5["/theory/drift/population/pv_correlation"] = rng.random((S, S))
-        h5["/theory/drift/population/similarity"] = rng.random((S, P + Q, P + Q))
-        axes.label_axes(h5)
-
-
-def test_recordings_and_metrics_have_sessions_with_their_times(tmp_path):
-    path = store.write_run(tmp_path / "run.h5", **fake_run("both"))
-    _add_recordings(path)
-    obs = labelled.open_group(path, "/observe/sim")
-    assert obs["responses"].dims == ("session", "subject", "cell", "stimulus", "trial")
-    np.testing.assert_array_equal(obs["responses"]["t"], np.linspace(0.0, 10.0, 3))  # times along session
-    metrics = labelled.open_group(path, "/metrics/theory")
-    assert metrics["pv_correlation"].dims == ("subject", "session", "session2")
-    np.testing.assert_array_equal(metrics["decoder_fixed"]["t"], obs["t"])
-    population = labelled.open_group(path, "/theory/drift/population")
+def test_recordings_and_metrics_have_sessions_with_their_times(observed_run):
+    run = store.read_run(observed_run, recordings=True)
+    for source in ("theory", "sim"):
+        obs = xr.open_dataset(observed_run, group=f"/observe/{source}", engine="h5netcdf")
+        assert obs["responses"].dims == ("session", "subject", "cell", "stimulus", "trial")
+        np.testing.assert_array_equal(obs["responses"]["t"], run[f"/observe/{source}/t"])  # times along session
+        np.testing.assert_array_equal(obs["responses"], run[f"/observe/{source}/responses"])
+        assert obs["cells"].dims == ("session", "subject", "cell")
+        obs.close()
+        metrics = labelled.open_group(observed_run, f"/metrics/{source}")
+        assert metrics["pv_correlation"].dims == ("subject", "session", "session2")
+        assert metrics["decoder_fixed"].dims == ("subject", "session")
+        assert metrics["similarity"].dims == ("subject", "session", "stimulus", "stimulus2")
+    population = labelled.open_group(observed_run, "/theory/drift/population")
     assert population["similarity"].dims == ("session", "stimulus", "stimulus2")
-    np.testing.assert_array_equal(population["pv_correlation"]["t"], obs["t"])
-    for group, ds in labelled.read_datasets(path).items():
-        assert not [d for d in ds.dims if str(d).startswith("phony")], group
+    np.testing.assert_array_equal(population["pv_correlation"]["t"], run["/observe/theory/t"])
