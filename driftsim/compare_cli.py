@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # files only
-from .analysis.fit import Architecture, architecture_of, fit_drift_rate, rank  # noqa: E402
+from .analysis.fit import CEILINGS, Architecture, architecture_of, fit_drift_rate, rank  # noqa: E402
 from .analysis.plots import fit_curves, save_figures  # noqa: E402
 from .io import store  # noqa: E402
 from .io.recordings import TIME_UNITS, load_recording  # noqa: E402
@@ -44,7 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--sigma", type=float, default=None, help="prior std σ (default 1)")
     model.add_argument("--layer", type=int, default=None, help="observed hidden layer (default the last)")
     fit = p.add_argument_group("fit")
-    fit.add_argument("--no-ceiling", action="store_true", help="no noise ceiling (c = 1)")
+    fit.add_argument("--ceiling", choices=CEILINGS, default="split", help="noise ceiling c: from the trials' split "
+                     "halves (default), fitted with γ, or none (c = 1)")
+    fit.add_argument("--all-cells", action="store_true", help="keep every cell, not only those active (mean > 0) "
+                     "in both sessions of a pair (for responses that may be negative)")
     fit.add_argument("--boot", type=int, default=500, help="bootstrap resamples of the cells (default 500)")
     fit.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
@@ -57,9 +60,9 @@ def _parser() -> argparse.ArgumentParser:
 def _summary(fit, label: str) -> str:
     ci = "" if fit.gamma_ci is None else f" ({fit.level:.0%} CI {fit.gamma_ci[0]:.4g} – {fit.gamma_ci[1]:.4g})"
     line = f"{label}: γ = {fit.gamma:.4g} per {fit.time_unit}{ci}"
-    if fit.fit_ceiling:
+    if fit.ceiling_method != "none":
         cci = "" if fit.ceiling_ci is None else f" ({fit.ceiling_ci[0]:.3g} – {fit.ceiling_ci[1]:.3g})"
-        line += f"; noise ceiling c = {fit.ceiling:.3g}{cci}"
+        line += f"; noise ceiling c = {fit.ceiling:.3g}{cci} ({fit.ceiling_method})"
     line += f"; rms residual {fit.residual:.3g} over {len(fit.elapsed)} lags"
     return line + ("  [γ at the edge of the searched range]" if fit.at_bound else "")
 
@@ -73,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError(f"give either a run or sweep, or the model's --{', --'.join(flags)}, not both")
         source = sorted(args.recording.glob("*.nwb")) if args.recording.is_dir() else args.recording
         recording = load_recording(source, series=args.series, time_unit=args.time_unit)
-        opts = dict(ceiling=not args.no_ceiling, level=args.level, seed=args.seed)
+        opts = dict(ceiling=args.ceiling, level=args.level, seed=args.seed, active_only=not args.all_cells)
         extra = {"recording": str(args.recording)}
         if args.run is not None and args.run.is_dir():
             table = rank(recording, args.run, **opts)

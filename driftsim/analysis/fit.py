@@ -326,7 +326,7 @@ def architecture_of(run) -> Architecture:
 
 
 def rank(recording: xr.DataArray, runs: Union[PathLike, Iterable[PathLike]], *, ceiling: str = "split",
-         n_boot: int = 0, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+         n_boot: int = 0, level: float = 0.95, seed: int = 0, active_only: bool = True) -> pd.DataFrame:
     """Fit ``recording`` with the architecture of every run (files, or folders searched for ``*.h5``) and
     order the runs by the fit's residual (best first).
 
@@ -343,7 +343,8 @@ def rank(recording: xr.DataArray, runs: Union[PathLike, Iterable[PathLike]], *, 
     keys = [k for k in sorted(set().union(*flat)) if k not in ("out", "seed") and len({repr(f.get(k)) for f in flat}) > 1]
     rows = []
     for run, cfg in zip(loaded, flat):
-        fit = fit_drift_rate(recording, architecture_of(run), ceiling=ceiling, n_boot=n_boot, level=level, seed=seed)
+        fit = fit_drift_rate(recording, architecture_of(run), ceiling=ceiling, n_boot=n_boot, level=level, seed=seed,
+                             active_only=active_only)
         gamma_model = cfg["dynamics.T"] / cfg["dynamics.sigma"] ** 2
         rows.append({"file": str(run.path), **{k: cfg.get(k) for k in keys}, "residual": fit.residual,
                      "gamma": fit.gamma, "gamma_ci": fit.gamma_ci, "ceiling": fit.ceiling,
