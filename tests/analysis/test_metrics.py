@@ -187,6 +187,13 @@ def test_rsa_stability_normalised_by_the_split_half_structure():
     np.testing.assert_allclose(out.values, want, atol=1e-12)
     np.testing.assert_allclose(out.attrs["split_half"], split, atol=1e-12)
     np.testing.assert_allclose(np.diag(out.values), 1.0)
+    # session 2 shuffled into noise whose halves happen to anti-correlate (w = −0.23): no normalised value
+    noise = v.copy()
+    noise[2] = np.random.default_rng(4).permutation(noise[2].reshape(-1)).reshape(noise[2].shape)
+    unreliable = m.rsa_stability(m.as_responses(noise))
+    assert unreliable.attrs["split_half"][2] < 0
+    assert np.isnan(unreliable.values[2]).all() and np.isnan(unreliable.values[:, 2]).all()
+    assert np.isfinite(np.delete(np.delete(unreliable.values, 2, 0), 2, 1)).all()
 
 
 # --- Marks & Goard -------------------------------------------------------------------------------------
@@ -396,6 +403,8 @@ def test_summary_gathers_the_metrics_and_says_what_it_skipped():
     flat = m.summary(m.as_responses(trial_mean(v)))
     assert "decoder_fixed" not in flat and "drift_index" not in flat and "rsa_stability" in flat
     assert "no labels" in flat.attrs["skipped"] and "fewer than 2 trials" in flat.attrs["skipped"]
+    one = m.summary(m.as_responses(trial_mean(v)[:, :, :1]))
+    assert set(one.data_vars) == {"pv_correlation", "rate_correlation"} and "one stimulus" in one.attrs["skipped"]
 
 
 def test_identical_sessions_give_one():
@@ -450,6 +459,24 @@ def _flat_stimulus():
     return m.as_responses(v)
 
 
+def _same_rates():
+    v = _good()
+    v[1] = v[1, :1]  # every cell responds as cell 0 in session 1
+    return m.as_responses(v)
+
+
+def _flat_tuning():
+    v = _good()
+    v[1] = np.arange(8)[:, None, None] + 1.0  # each cell's responses equal over stimuli in session 1
+    return m.as_responses(v)
+
+
+def _flat_even_trials():
+    v = _good()
+    v[0, :, :, 1::2] = 2.0
+    return m.as_responses(v)
+
+
 def _silent_session():
     v = _good()
     v[2, 1:] = 0.0
@@ -495,6 +522,11 @@ BAD = [
     ("reduce", lambda: m.tuning_correlation(m.as_responses(_good()), reduce="mode"), ValueError, "reduce"),
     ("floor", lambda: m.drift_index(m.as_responses(_good()), floor=0), ValueError, "floor"),
     ("flat population vector", lambda: m.similarity(_flat_stimulus()), ValueError, "stimulus 2 in session 1"),
+    ("flat population vector, PV", lambda: m.pv_correlation(_flat_stimulus()), ValueError,
+     "constant over the cells kept"),
+    ("equal mean rates", lambda: m.rate_correlation(_same_rates()), ValueError, "same mean response in session 1"),
+    ("no tuned cell", lambda: m.tuning_correlation(_flat_tuning()), ValueError, "no cell has a non-constant"),
+    ("no reliable cell", lambda: m.drift_index(_flat_even_trials()), ValueError, "every cell"),
     ("too few active cells", lambda: m.pv_correlation(_silent_session()), ValueError, "active cells"),
     ("elapsed curve of a non-matrix", lambda: m.elapsed_curve(m.as_responses(_good())), ValueError,
      "'session_other'"),
