@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
@@ -141,3 +142,35 @@ def test_drift_keeps_norm_information_for_relu_only(tmp_path):
     assert drift_accuracy_limit(tmp_path, *common, "model.activation=relu") > 0.8
     assert abs(drift_accuracy_limit(tmp_path, *common, "model.activation=erf") - 0.5) < 0.1
     assert abs(drift_accuracy_limit(tmp_path, *common, "task.normalize=per_example") - 0.5) < 0.1
+
+
+# DESIGN.md "Drift metrics and recordings", written out independently of store.required_paths
+DESIGN_OBSERVE = [f"/{g}/{s}/{k}" for s in ("theory", "sim") for g, keys in
+                  (("observe", ("t", "responses")),
+                   ("metrics", ("pv_correlation", "rate_correlation", "tuning_correlation", "rsa_stability",
+                                "decoder_fixed", "decoder_retrained"))) for k in keys]
+DESIGN_POPULATION = [f"/theory/drift/population/{k}" for k in ("pv_correlation", "similarity", "decoder_fixed")]
+
+
+def test_observe_writes_recordings_metrics_and_the_population_theory(tmp_path):
+    S, A, C, R = 4, 2, 40, 3
+    proc = driftsim("experiment=debug", "mode=both", "task=digits", "task.n_per_class=6", "task.n_test=6",
+                    f"observe.sessions={S}", f"observe.networks={A}", f"observe.cells={C}", f"observe.trials={R}",
+                    "observe.turnover=0.05", cwd=tmp_path)
+    assert "observed sim: PV correlation" in proc.stderr + proc.stdout
+    path = written(proc)
+    X = 12 + 6
+    with h5py.File(path) as h5:
+        assert not [p for p in DESIGN_OBSERVE + DESIGN_POPULATION if p not in h5]
+        for s in ("theory", "sim"):
+            np.testing.assert_allclose(h5[f"/observe/{s}/t"][()], np.linspace(0, 125, S))  # t_drift = 25/γ = 125
+            assert h5[f"/observe/{s}/responses"].shape == (S, A, C, X, R)
+            assert h5[f"/metrics/{s}/pv_correlation"].shape == (A, S, S)
+            assert h5[f"/metrics/{s}/decoder_fixed"].shape == (A, S)
+            cells = h5[f"/observe/{s}/cells"][()]
+            assert ((cells[1:] != cells[:-1]).sum(-1) == 2).all()  # round(0.05 · 40) = 2 slots per session
+        pv = h5["/theory/drift/population/pv_correlation"][()]
+        np.testing.assert_allclose(np.diag(pv), 1.0)
+        assert (np.diff(pv[0]) < 0).all()  # the population decorrelates over the drift
+        assert h5["/theory/drift/population/similarity"].shape == (S, X, X)
+    assert store.read_run(path, recordings=True)["/observe/sim/responses"].dtype == np.int32  # Poisson counts

@@ -16,6 +16,7 @@ NOTEBOOKS = {
     "early_stopping": ["early_stopping_vs_ratio_depth.png"],
     "drift": ["drift_accuracy.png", "drift_histograms_mnist_0-1_relu.png", "drift_histograms_mnist_4-9_relu.png",
               "drift_histograms_mnist_0-1_erf.png"],
+    "drift_metrics": ["drift_metrics_pv.png", "drift_metrics_similarity.png", "drift_metrics_decoders.png"],
 }
 
 

@@ -160,6 +160,15 @@ def _over_pairs(model: KernelModel, ti: Tensor, tj: Tensor, xa: Tensor, xb: Tens
     return torch.cat(parts)
 
 
+def _session_matrix(x, depth, activation, prior, times, layer, reduce) -> Tensor:
+    """reduce(Moments) [B] of the stimuli x at every ordered pair of the session times, as [S, S]."""
+    x = _as64(x)
+    t = _times(times, x.device)
+    ti, tj = _pairs(t)
+    model = KernelModel(activation, layer_of(layer, depth), prior)
+    return _over_pairs(model, ti, tj, x, x, reduce).reshape(len(t), len(t))
+
+
 def pv_correlation(x: Tensor, *, depth: int, activation: str | Activation, prior: Prior, times: Tensor,
                    layer: int | None = None) -> Tensor:
     """Infinite-population PV correlation between every two session times, under the prior's weight process.
@@ -184,11 +193,7 @@ def pv_correlation(x: Tensor, *, depth: int, activation: str | Activation, prior
     Tensor [S, S]
         Symmetric, ones on the diagonal (float64, on x's device).
     """
-    x = _as64(x)
-    t = _times(times, x.device)
-    ti, tj = _pairs(t)
-    model = KernelModel(activation, layer_of(layer, depth), prior)
-    return _over_pairs(model, ti, tj, x, x, _pv).reshape(len(t), len(t))
+    return _session_matrix(x, depth, activation, prior, times, layer, _pv)
 
 
 def rate_correlation(x: Tensor, *, depth: int, activation: str | Activation, prior: Prior, times: Tensor,
@@ -209,11 +214,7 @@ def rate_correlation(x: Tensor, *, depth: int, activation: str | Activation, pri
     Tensor [S, S]
         Symmetric, ones on the diagonal (float64, on x's device).
     """
-    x = _as64(x)
-    t = _times(times, x.device)
-    ti, tj = _pairs(t)
-    model = KernelModel(activation, layer_of(layer, depth), prior)
-    cov = _over_pairs(model, ti, tj, x, x, lambda m: m.covariance().mean((1, 2))).reshape(len(t), len(t))
+    cov = _session_matrix(x, depth, activation, prior, times, layer, lambda m: m.covariance().mean((1, 2)))
     sd = cov.diagonal().sqrt()
     return cov / (sd[:, None] * sd[None, :])
 

@@ -124,3 +124,42 @@ def test_measures_on_known_curves():
     assert measures.overshoot(g, 0.8) == pytest.approx((g.max() - 0.8) / 0.8)
     assert measures.overshoot(f, 1.0) == 0.0
     assert measures.best_stopping(t, (g - 1) ** 2)[0] == pytest.approx(t[np.argmax(g)])
+
+
+@pytest.fixture(scope="module")
+def observed_run(tmp_path_factory) -> store.Run:
+    """The debug preset with recordings: 4 sessions of 3 networks, theory and simulation."""
+    out = tmp_path_factory.mktemp("plots") / "observed.h5"
+    proc = subprocess.run(["driftsim", "experiment=debug", "mode=both", "task=digits", "task.n_per_class=5",
+                           "task.n_test=4", "observe.sessions=4", "observe.networks=3", "observe.cells=40",
+                           f"out={out}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return store.read_run(out)
+
+
+def test_recording_figures(observed_run):
+    run = observed_run
+    ax = plots.pv_elapsed(run).axes[0]
+    texts = legend_texts(ax)
+    for want in ("theory, infinite population", "theory-sampled recordings", "simulated recordings (±1 SE"):
+        assert any(want in t for t in texts), (want, texts)
+    theory = [line for line in ax.get_lines() if line.get_label().startswith("theory, infinite")][0]
+    np.testing.assert_allclose(theory.get_ydata(), [np.mean(np.diagonal(run["/theory/drift/population/"
+                               "pv_correlation"], k)) for k in range(4)])
+    assert "elapsed" in ax.get_xlabel()
+    fig = plots.similarity_matrices(run)
+    assert len([a for a in fig.axes if a.images]) == 6  # theory, simulated, theory-sampled × first, last
+    dec = plots.decoder_accuracy(run).axes[0]
+    texts = legend_texts(dec)
+    for want in ("simulated: fixed", "simulated: retrained", "theory-sampled: fixed", "infinite population",
+                 "decorrelated limit", "chance"):
+        assert any(want in t for t in texts), (want, texts)
+    assert {"pv_elapsed", "similarity", "decoders"} <= set(plots.standard_figures(run))
+    for fig in plt.get_fignums():
+        plt.close(fig)
+
+
+def test_recording_figures_need_recordings(run):
+    with pytest.raises(ValueError, match="no recordings"):
+        plots.pv_elapsed(run)
+    assert "pv_elapsed" not in plots.standard_figures(run)
