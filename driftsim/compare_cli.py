@@ -13,16 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only
-from .analysis.fit import CEILINGS, Architecture, architecture_of, fit_drift_rate, rank  # noqa: E402
-from .analysis.plots import fit_curves, save_figures  # noqa: E402
-from .io import store  # noqa: E402
-from .io.recordings import TIME_UNITS, load_recording  # noqa: E402
+from .analysis.fit import CEILINGS, Architecture, architecture_of, fit_drift_rate, rank
+from .analysis.plots import fit_curves, save_figures
+from .io import store
+from .io.recordings import TIME_UNITS, load_recording
 
 __all__ = ["main"]
 
@@ -67,7 +68,7 @@ def _summary(fit, label: str) -> str:
     return line + ("  [γ at the edge of the searched range]" if fit.at_bound else "")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``driftsim-compare RECORDING [RUN_OR_SWEEP] [--out DIR]``; exit 2 on bad input."""
     args = _parser().parse_args(argv)
     flags = {k: getattr(args, k) for k in ("depth", "activation", "sigma", "layer") if getattr(args, k) is not None}
@@ -76,7 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError(f"give either a run or sweep, or the model's --{', --'.join(flags)}, not both")
         source = sorted(args.recording.glob("*.nwb")) if args.recording.is_dir() else args.recording
         recording = load_recording(source, series=args.series, time_unit=args.time_unit)
-        opts = dict(ceiling=args.ceiling, level=args.level, seed=args.seed, active_only=not args.all_cells)
+        opts = {"ceiling": args.ceiling, "level": args.level, "seed": args.seed, "active_only": not args.all_cells}
         extra = {"recording": str(args.recording)}
         if args.run is not None and args.run.is_dir():
             table = rank(recording, args.run, **opts)
@@ -105,7 +106,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(table.drop(columns=["fit", "gamma_ci"]).to_string(index=False))
         table.drop(columns="fit").to_csv(out / "ranking.csv", index=False)
         print(out / "ranking.csv")
-    from dataclasses import asdict
     (out / "fit.json").write_text(json.dumps({**asdict(best), **extra}, indent=2, default=str) + "\n")
     print(out / "fit.json")
     for path in save_figures({"fit": fit_curves(fits)}, out):

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .io.export import FORMATS, export_run
 
 __all__ = ["main"]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``driftsim-export RUN --to nwb|netcdf --out DIR``; prints the files written, exit 2 on
     a bad file or a missing extra."""
     parser = argparse.ArgumentParser(prog="driftsim-export", description="Write the observed populations of a "

@@ -19,11 +19,9 @@ the fit's residual: the distance between the recording's curve and that configur
 """
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import lru_cache
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Iterable, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -38,9 +36,20 @@ from ..observe import record
 from ..prior import Prior
 from ..theory.population import sample_units, stationary_pv_correlation
 from .metrics import as_responses, check_responses
+from .sweeps import _run_files, flat_config
 
-__all__ = ["CEILINGS", "Architecture", "Fit", "model_curve", "pv_curves", "split_ceiling", "fit_drift_rate", "architecture_of", "rank",
-           "theory_recordings"]
+__all__ = [
+    "CEILINGS",
+    "Architecture",
+    "Fit",
+    "architecture_of",
+    "fit_drift_rate",
+    "model_curve",
+    "pv_curves",
+    "rank",
+    "split_ceiling",
+    "theory_recordings",
+]
 
 _TABLE = 513  # nodes of r∞'s table, in s = sqrt(1 − ρ): relu's (1 − ρ)^(3/2) term is smooth in s
 _GRID = 241  # log γ grid that brackets the least-squares minimum
@@ -55,8 +64,8 @@ class Architecture:
     depth: int = 1
     activation: str = "relu"
     sigma: float = 1.0
-    layer: Optional[int] = None
-    inputs: Optional[torch.Tensor] = field(default=None, compare=False, repr=False)
+    layer: int | None = None
+    inputs: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> dict:
         return {"depth": self.depth, "activation": self.activation, "sigma": self.sigma, "layer": self.layer,
@@ -64,7 +73,7 @@ class Architecture:
 
 
 @lru_cache(maxsize=64)
-def _table(depth: int, activation: str, sigma: float, layer: Optional[int], norms: tuple) -> CubicSpline:
+def _table(depth: int, activation: str, sigma: float, layer: int | None, norms: tuple) -> CubicSpline:
     """r∞ on _TABLE nodes of s = sqrt(1 − ρ), mean over stimuli with the squared norms |x|²/N0 = ``norms``."""
     s = np.linspace(0.0, 1.0, _TABLE)
     rho = torch.as_tensor(1.0 - s ** 2)
@@ -202,9 +211,9 @@ class Fit:
     ``smooth_*`` the model from Δ = 0 on, for figures; ``at_bound``: γ lies at the edge of the searched
     range (the data do not pin it down)."""
     gamma: float
-    gamma_ci: Optional[tuple[float, float]]
+    gamma_ci: tuple[float, float] | None
     ceiling: float
-    ceiling_ci: Optional[tuple[float, float]]
+    ceiling_ci: tuple[float, float] | None
     residual: float
     time_unit: str
     elapsed: list[float]
@@ -212,7 +221,7 @@ class Fit:
     model: list[float]
     smooth_elapsed: list[float]
     smooth_model: list[float]
-    curve_ci: Optional[list[tuple[float, float]]]
+    curve_ci: list[tuple[float, float]] | None
     architecture: dict
     level: float
     n_boot: int
@@ -221,11 +230,6 @@ class Fit:
     at_bound: bool
     ceiling_method: str
 
-    def to_json(self, path: PathLike) -> Path:
-        """Write the fit as JSON (the fields above); returns the path."""
-        path = Path(path)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        return path
 
 
 CEILINGS = ("split", "fit", "none")
@@ -325,7 +329,7 @@ def architecture_of(run) -> Architecture:
                         inputs=inputs)
 
 
-def rank(recording: xr.DataArray, runs: Union[PathLike, Iterable[PathLike]], *, ceiling: str = "split",
+def rank(recording: xr.DataArray, runs: PathLike | Iterable[PathLike], *, ceiling: str = "split",
          n_boot: int = 0, level: float = 0.95, seed: int = 0, active_only: bool = True) -> pd.DataFrame:
     """Fit ``recording`` with the architecture of every run (files, or folders searched for ``*.h5``) and
     order the runs by the fit's residual (best first).
@@ -335,8 +339,6 @@ def rank(recording: xr.DataArray, runs: Union[PathLike, Iterable[PathLike]], *, 
     ``ceiling``, ``gamma_model`` = T/σ² of the run (per model time unit) and ``time_scale`` = gamma /
     gamma_model, the model time units per unit of recorded time that make the run drift like the data.
     """
-    from .sweeps import _run_files, flat_config
-
     files = _run_files(runs)
     loaded = [read_run(f) for f in files]
     flat = [flat_config(r.config) for r in loaded]

@@ -30,7 +30,7 @@ import xarray as xr
 
 from .store import PathLike
 
-__all__ = ["SPECIES", "require_pynwb", "write_nwb", "read_nwb"]
+__all__ = ["SPECIES", "read_nwb", "require_pynwb", "write_nwb"]
 
 SPECIES = "http://purl.obolibrary.org/obo/NCBITaxon_32630"  # NCBI taxonomy: "synthetic construct"
 

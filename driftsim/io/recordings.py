@@ -9,8 +9,8 @@ file in the layout holds such an array as the variable ``responses`` (or as its 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Union
 
 import h5py
 import numpy as np
@@ -77,7 +77,7 @@ def _is_nwb(path: Path) -> bool:
         return "nwb_version" in h5.attrs
 
 
-def load_recording(path: Union[PathLike, Iterable[PathLike]], *, series: str | None = None,
+def load_recording(path: PathLike | Iterable[PathLike], *, series: str | None = None,
                    time_unit: str | None = None) -> xr.DataArray:
     """A recording as the labelled array the drift metrics take.
 

@@ -73,7 +73,7 @@ def test_exact_curves_are_fitted_exactly():
     elapsed = np.array([0.7, 1.4, 2.1, 2.8, 3.5])
     gammas, ceilings = np.array([0.05, 0.3, 1.0, 2.5]), np.array([1.0, 0.8, 0.6, 0.9])
     r = ceilings[:, None] * curve(np.exp(-gammas[:, None] * elapsed))
-    g, c, sse = fit._fit_curves(r, elapsed, curve, None)
+    g, c, _sse = fit._fit_curves(r, elapsed, curve, None)
     np.testing.assert_allclose(g, gammas, rtol=1e-6)
     np.testing.assert_allclose(c, ceilings, rtol=1e-6)
     g, c, _ = fit._fit_curves(r, elapsed, curve, ceilings)  # the ceiling given
