@@ -406,3 +406,33 @@ def figures_dir(default: Union[str, os.PathLike] = "figures") -> Path:
     folder = Path(os.environ.get("DRIFTSIM_FIGURES", default))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# ------------------------------------------------------------------------------------ model meets data
+
+def fit_curves(fits: dict, ax=None) -> Figure:
+    """A recording's PV-correlation elapsed-time curve (points, bootstrap band over cells) with the model
+    curves c·r∞(e^(−γΔ)) of one or more fits (``{label: driftsim.analysis.fit.Fit}``, the first one's data
+    drawn), on one axis."""
+    fig, ax = _axes(ax)
+    first = next(iter(fits.values()))
+    elapsed, curve = np.asarray(first.elapsed), np.asarray(first.curve)
+    err = None
+    if first.curve_ci is not None:
+        lo, hi = np.asarray(first.curve_ci).T
+        err = np.stack([curve - lo, hi - curve])
+    ax.errorbar(elapsed, curve, yerr=err, fmt="o", color="black", capsize=3,
+                label=f"recording ({first.cells} cells)")
+    for (label, fit), color in zip(fits.items(), palette(len(fits))):
+        ci = "" if fit.gamma_ci is None else f" [{fit.gamma_ci[0]:.3g}, {fit.gamma_ci[1]:.3g}]"
+        ax.plot(fit.smooth_elapsed, fit.smooth_model, color=color,
+                label=f"{label}: γ = {fit.gamma:.3g}{ci} /{fit.time_unit}, c = {fit.ceiling:.2f}, "
+                      f"rms {fit.residual:.2g}")
+    ax.axhline(0.0, color="0.7", lw=0.8)
+    ax.set(xlabel=f"elapsed time Δ  [{first.time_unit}]", ylabel="PV correlation r(Δ)",
+           title="population-vector correlation against elapsed time")
+    _legend(ax)
+    return fig
+
+
+__all__ += ["fit_curves"]

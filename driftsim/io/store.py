@@ -56,6 +56,11 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
 first of task.classes) then y = −1; driftsim.analysis.decode says what every accuracy measures. Arrays with a
 time axis are chunked along it; arrays are gzip-compressed with the shuffle filter.
 
+Every axis is named by an HDF5 dimension scale (driftsim.io.axes): time axes by their group's ``t``
+(decode and hist groups hold a copy (+) of their phase's ``t``), index axes by root coordinates (+)
+``train_point``, ``test_point``, ``point``, ``network``, ... = 0..n−1, so that ``xarray.open_dataset(path,
+group=..., engine="h5netcdf")`` gives labelled arrays (driftsim.io.labelled).
+
 A run is written to ``.<name>.partial`` in the target's folder and renamed onto the final name
 (``os.replace``) only once complete and synced, so a crash or a kill never leaves a half-written file
 under the final name; the next run overwrites the leftover.
@@ -75,11 +80,15 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from .. import __version__
+from .axes import label_axes
 
-__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "read_run", "is_complete"]
+__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "read_run", "check_run", "is_complete"]
 
 SCHEMA = "driftsim/1"
 _CHUNK_BYTES = 1 << 18  # ~256 KiB chunks: whole small arrays, a few time slices of large ones
+
+# attributes by which HDF5 dimension scales (driftsim.io.axes) label axes: bookkeeping, not the run's
+_SCALE_ATTRS = frozenset({"CLASS", "NAME", "DIMENSION_LIST", "REFERENCE_LIST", "_Netcdf4Dimid"})
 
 PathLike = Union[str, os.PathLike]
 SOURCES = {"theory": ("theory",), "sim": ("sim",), "both": ("theory", "sim")}  # what each mode computes
@@ -261,6 +270,7 @@ def write_run(path: PathLike, *, config: str, seed: int, task, theory=None, sim=
                 _write_sim(h5, sim)
             _write_decoding(h5, decoding or {})
             _write_observed(h5, observed or {}, population)
+            label_axes(h5)
         with open(partial, "rb+") as fh:  # on disk before the rename makes it visible
             os.fsync(fh.fileno())
         os.replace(partial, final)
@@ -389,8 +399,9 @@ def read_run(path: PathLike, activity: bool = False, recordings: bool = False) -
 
         def visit(name, obj):
             key = "/" + name
-            if obj.attrs:
-                attrs[key] = dict(obj.attrs)
+            own = {k: v for k, v in obj.attrs.items() if k not in _SCALE_ATTRS}
+            if own:
+                attrs[key] = own
             skipped = ((not activity and key.startswith("/sim/activity"))
                        or (not recordings and key.startswith("/observe/") and key.endswith("/responses")))
             if isinstance(obj, h5py.Dataset) and not skipped:
@@ -403,12 +414,18 @@ def read_run(path: PathLike, activity: bool = False, recordings: bool = False) -
     return Run(path=path, config=config, arrays=arrays, attrs=attrs)
 
 
+def check_run(path: PathLike) -> dict:
+    """The config of the run at ``path`` after checking its header and required paths (no array is
+    read); raises what :func:`read_run` raises for a file that is not a complete run."""
+    h5, path = _open(path)
+    with h5:
+        return _check_header(h5, path)
+
+
 def is_complete(path: PathLike) -> bool:
     """True when ``path`` is a readable driftsim/1 run holding every path its mode requires."""
     try:
-        h5, path = _open(path)
-        with h5:
-            _check_header(h5, path)
+        check_run(path)
         return True
     except (FileNotFoundError, StoreError):
         return False
