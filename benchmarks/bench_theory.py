@@ -8,7 +8,6 @@ the cost of a straightforward uniform-grid all-pairs trapezoid solution of the s
 from __future__ import annotations
 
 import json
-import math
 import resource
 import subprocess
 import sys

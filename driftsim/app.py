@@ -157,7 +157,8 @@ def _observe(conf: DriftsimConfig, task, units: torch.Tensor, t: torch.Tensor, s
              ) -> Observed:
     """Record ``units`` [S, A, U, X] (observe.py), then the drift metrics of each network
     (analysis.metrics.summary; PV correlation over active cells for Poisson counts, over every cell
-    otherwise), its similarity matrices, and the finite-population fixed ridge decoder on the noise-free activity of the cells of
+    otherwise), its similarity matrices, and the finite-population fixed ridge decoder on the noise-free activity
+    of the cells of
     session 0 (analysis/ridge.py, ``decoder_ridge_fixed``)."""
     o = conf.observe
     rec = obs.record(units, cells=o.cells, trials=o.trials, noise=o.noise, gain=o.gain, baseline=o.baseline,

@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 
 from ..io import store
 from . import metrics
-from .measures import measures, prediction_error, best_stopping, phase_times, crossing_time
+from .measures import prediction_error, best_stopping
 
 __all__ = ["PALETTE", "TIME_LABEL", "DRIFT_TIME_LABEL", "palette", "predictor_trajectories",
            "generalisation_error", "predictor_histograms", "drift_accuracy", "pv_elapsed", "similarity_matrices",

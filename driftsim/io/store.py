@@ -52,7 +52,8 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
                                decoder_output_inf [Q], decoder_fixed_inf []; attrs: layer, ridge
 
 <source> is ``theory`` (units sampled from the infinite-width Gaussian process) or ``sim`` for /observe and
-/metrics, ``theory`` or ``sim`` elsewhere. <phase> is ``learn``, and ``drift`` when protocol.t0 is set. Histogram counts are per class, y = +1 (the
+/metrics, ``theory`` or ``sim`` elsewhere. <phase> is ``learn``, and ``drift`` when protocol.t0 is set. Histogram
+counts are per class, y = +1 (the
 first of task.classes) then y = −1; driftsim.analysis.decode says what every accuracy measures. Arrays with a
 time axis are chunked along it; arrays are gzip-compressed with the shuffle filter.
 

@@ -208,7 +208,8 @@ class Ensemble:
         """out ← beta·out + alpha·∇_Θ L in place, one fused GEMM per weight tensor (L as in ``backward``).
 
         ``out`` is laid out like ``params`` (shapes [E, N, N0], [E, N, N], ..., [E, N], the first stored
-        input-major like ``hidden[0]``: ``torch.empty_like`` keeps that); None entries are skipped. With beta = 0 the old content of ``out`` is ignored (it may be uninitialised); with
+        input-major like ``hidden[0]``: ``torch.empty_like`` keeps that); None entries are skipped. With beta = 0
+        the old content of ``out`` is ignored (it may be uninitialised); with
         out = params and beta = e^(−γdt), alpha = −dt this is the drift of a Langevin step (SPEC §8).
         """
         E, N, P = self.size, self.width, fw.f.shape[1]

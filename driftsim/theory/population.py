@@ -348,7 +348,8 @@ def sample_units(x: Tensor, *, depth: int, activation: str | Activation, prior: 
     Each unit's pre-activations at all (time, stimulus) pairs are jointly Gaussian with covariance
     Q_l(t,t',x,x') = C(t,t') K_{l−1}(t,t',x,x') (Q_1 = C(t,t') x.x'/N0; SPEC §3.1), drawn through the
     Cholesky factor of that [S·X, S·X] matrix (with a jitter of at most 1e-8 of its mean diagonal where it
-    is singular, e.g. repeated stimuli or more stimuli than input dimensions), independently per unit; the units' activity is φ of them. For layer l > 1 this
+    is singular, e.g. repeated stimuli or more stimuli than input dimensions), independently per unit; the units'
+    activity is φ of them. For layer l > 1 this
     is the infinite-width law: the previous layer's empirical kernel concentrates on K_{l−1}.
 
     Parameters

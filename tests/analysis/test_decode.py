@@ -40,7 +40,6 @@ def test_separable_classes_decode_perfectly_and_shuffled_labels_at_chance():
 
 
 def test_folds_follow_the_smallest_class():
-    rng = np.random.default_rng(0)
     assert len(folds(Y, 5)) == 5
     assert len(folds(np.array([1, 1, -1, -1]), 5)) == 2
     assert folds(np.array([1, -1, 1]), 5) == []
@@ -125,6 +124,5 @@ def test_sim_decoding_pools_networks_and_reads_the_population():
 
 @pytest.mark.parametrize("bad", [np.zeros((P, 1))])
 def test_decoder_rejects_a_single_class(bad):
-    rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="class"):
         LinearDecoder().fit(bad, np.ones(P))
