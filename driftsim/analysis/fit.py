@@ -20,7 +20,7 @@ the fit's residual: the distance between the recording's curve and that configur
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -243,6 +243,17 @@ def _weights(cells: np.ndarray, C: int) -> np.ndarray:
     return weights
 
 
+def _shown(arch: Architecture, r: xr.DataArray) -> Architecture:
+    """``arch`` with only the stimuli the recording shows, when its stimulus ids index arch.inputs (a
+    run's recordings: ids 0..X−1 into its inputs, training points first)."""
+    ids = r["stimulus"].values if "stimulus" in r.coords else None
+    if arch.inputs is None or ids is None or not np.issubdtype(ids.dtype, np.integer):
+        return arch
+    if ids.min() < 0 or ids.max() >= len(arch.inputs):
+        return arch
+    return replace(arch, inputs=torch.as_tensor(arch.inputs)[torch.as_tensor(ids)])
+
+
 def fit_drift_rate(recording: xr.DataArray, arch: Architecture = Architecture(), *, ceiling: str = "split",
                    n_boot: int = 200, level: float = 0.95, seed: int = 0, active_only: bool = True) -> Fit:
     """Fit γ (and the noise ceiling c) of r(Δ) = c · r∞(e^(−γΔ)) to a recording's PV elapsed-time curve.
@@ -253,7 +264,8 @@ def fit_drift_rate(recording: xr.DataArray, arch: Architecture = Architecture(),
         (session, cell, stimulus[, trial]) with session times ``time`` (driftsim.io.load_recording);
         trials are averaged. More lags (sessions − 1) than fitted parameters.
     arch : Architecture
-        The model whose closed form r∞ is fitted.
+        The model whose closed form r∞ is fitted; where the recording's stimulus ids index its inputs,
+        only those stimuli enter.
     ceiling : {"split", "fit", "none"}
         The noise ceiling c: measured from the trials (:func:`split_ceiling`; needs ≥ 2 trials), fitted
         with γ (a second parameter: the curve's shape alone must then tell c from the architecture), or
@@ -284,7 +296,7 @@ def fit_drift_rate(recording: xr.DataArray, arch: Architecture = Architecture(),
                          f"parameters ({params}): at least {params + 2} sessions")
     t = np.asarray(r["time"].values, dtype=np.float64)
     elapsed = np.array([np.mean(t[k:] - t[:S - k]) for k in range(1, S)])
-    curve = model_curve(arch)
+    curve = model_curve(_shown(arch, r))
 
     def fitted(weights):
         c = {"split": lambda: split_ceiling(values, weights, active_only), "fit": lambda: None,

@@ -83,14 +83,13 @@ def axes_of(path: str, ndim: int) -> tuple[tuple[str, ...], str | None] | None:
     return None
 
 
-def _index_scale(h5: h5py.File, name: str, size: int) -> h5py.Dataset:
-    """The root coordinate ``name`` = 0..size−1, created on first use."""
+def _index_scale(h5: h5py.File, name: str, size: int) -> h5py.Dataset | None:
+    """The root coordinate ``name`` = 0..size−1, created on first use; None when another dataset gave the
+    axis another length."""
     if name not in h5:
         h5.create_dataset(name, data=np.arange(size, dtype=np.int64)).make_scale(name)
     scale = h5[name]
-    if scale.shape != (size,):
-        raise ValueError(f"axis {name!r} has length {scale.shape[0]} in one dataset and {size} in another")
-    return scale
+    return scale if scale.shape == (size,) else None  # an inconsistent file: the reader's checks name it
 
 
 def _group_times(h5: h5py.File, group: h5py.Group, source: str | None) -> h5py.Dataset | None:
@@ -106,14 +105,17 @@ def _label_times(h5: h5py.File, t: h5py.Dataset, axis: str) -> None:
     if axis == "t" and not t.is_scale:
         t.make_scale("t")
     elif axis == "session" and not t.dims[0]:
-        t.dims[0].attach_scale(_index_scale(h5, "session", t.shape[0]))
+        scale = _index_scale(h5, "session", t.shape[0])
+        if scale is not None:
+            t.dims[0].attach_scale(scale)
 
 
 def label_axes(h5: h5py.File) -> None:
     """Attach a dimension scale to every axis of every dataset whose path :data:`AXES` names.
 
-    Datasets the table does not name are left as they are (netCDF readers then give their axes
-    anonymous names); the store's tests check that a run file has none.
+    Datasets the table does not name, and axes whose length contradicts another dataset's, are left as
+    they are (netCDF readers then give them anonymous names); the store's tests check that a run file
+    has none, and its reader refuses inconsistent shapes.
     """
     datasets: list[h5py.Dataset] = []
     h5.visititems(lambda _, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None)
@@ -129,6 +131,8 @@ def label_axes(h5: h5py.File) -> None:
         if ds.name.rsplit("/", 1)[1] == "t" or "DIMENSION_LIST" in ds.attrs:  # a coordinate, or done
             continue
         for axis, name in enumerate(names):
-            ds.dims[axis].attach_scale(t if name == "t" else _index_scale(h5, name, ds.shape[axis]))
+            scale = t if name == "t" else _index_scale(h5, name, ds.shape[axis])
+            if scale is not None:
+                ds.dims[axis].attach_scale(scale)
         if "session" in names and t is not None:
             ds.attrs["coordinates"] = "t"  # CF: the sessions' times label the session axis

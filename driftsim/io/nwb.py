@@ -235,7 +235,7 @@ def read_nwb(paths: list[Path], series: str | None = None) -> xr.DataArray:
     parts = [_read_one(Path(p), series) for p in paths]
     owner: dict = {}
     for part in parts:
-        for s in part["trials"]["session"].unique():
+        for s in part["trials"]["session"].unique().tolist():
             if owner.setdefault(s, part["where"]) != part["where"]:
                 raise ValueError(f"session {s!r} is in {owner[s]} and in {part['where']}; give every session "
                                  "its own id in the trials' 'session' column")

@@ -88,6 +88,18 @@ def test_a_large_noise_free_population_has_its_drift_rate():
     assert result.residual < 0.01 and not result.at_bound
 
 
+def test_only_the_recordings_stimuli_enter():
+    x = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x *= torch.linspace(0.5, 2.0, 6, dtype=torch.float64)[:, None]  # erf: the norms matter
+    arch = fit.Architecture(1, "erf", inputs=x)
+    rec = fit.theory_recordings(arch, GAMMA, TIMES, cells=100, noise="none", baseline=0.0)[0]
+    shown = rec.isel(stimulus=[1, 4])
+    by_id = fit.fit_drift_rate(shown.assign_coords(stimulus=[1, 4]), arch, ceiling="none", n_boot=0)
+    subset = fit.fit_drift_rate(shown, fit.Architecture(1, "erf", inputs=x[[1, 4]]), ceiling="none", n_boot=0)
+    everything = fit.fit_drift_rate(shown, arch, ceiling="none", n_boot=0)  # no ids: every input
+    assert by_id.gamma == subset.gamma != everything.gamma
+
+
 def test_bad_fits_are_named():
     arch = fit.Architecture(1, "relu", inputs=_stimuli())
     rec = fit.theory_recordings(arch, GAMMA, TIMES, cells=50)[0]
