@@ -205,7 +205,7 @@ def test_a_passed_discretisation_gives_the_same_numbers_and_must_match():
               (dict(prior=Prior(T=0.1, sigma=1.0, sigma0=0.6)), "depth, activation, prior"),
               (dict(t_learn=record_times(25 / prior.gamma, 9)), "t_learn"), (dict(t0=40.0), "t0"),
               (dict(t_drift=record_times(90.0, 6)), "t_drift"), (dict(tol=1e-4), "tol"),
-              (dict(t0=None, tol=1e-4), "t0, t_drift, tol")]
+              (dict(t0=None, t_drift=None, tol=1e-4), "t0, t_drift, tol")]
     for override, names in others:
         args = {**kw, "x_test": xt, **override}
         with pytest.raises(ValueError, match=f"discretisation was built for other {names} than given"):
