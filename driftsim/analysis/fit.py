@@ -251,7 +251,7 @@ def _shown(arch: Architecture, r: xr.DataArray) -> Architecture:
         return arch
     if ids.min() < 0 or ids.max() >= len(arch.inputs):
         return arch
-    return replace(arch, inputs=torch.as_tensor(arch.inputs)[torch.as_tensor(ids)])
+    return replace(arch, inputs=torch.as_tensor(arch.inputs)[torch.from_numpy(ids.astype(np.int64))])
 
 
 def fit_drift_rate(recording: xr.DataArray, arch: Architecture = Architecture(), *, ceiling: str = "split",
