@@ -19,12 +19,13 @@ Sources, with the public code each definition was checked against:
   (StabilityProcessor.m): the representational drift index.
 - Aitken, Garrett, Olsen & Mihalas 2022, PLoS Comput Biol 18:e1010716: drift geometry (their Eqs 1, 9,
   10, 12) and the relative cross-accuracy (Eq 14).
+- Rule & O'Leary 2022, PNAS 119:e2106692119 — ``michaelerule/selfhealingcodes``: a decoder fixed on the
+  first day against decoders cross-validated on each day.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -33,9 +34,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from .decode import LinearDecoder
 
-__all__ = ["as_responses", "check_responses", "pv_correlation", "elapsed_curve", "rate_correlation",
-           "tuning_correlation", "similarity", "rsa_stability", "drift_index", "participation_ratio",
-           "drift_geometry", "decoders", "summary"]
+__all__ = ["as_responses", "check_responses", "decoders", "drift_geometry", "drift_index", "elapsed_curve",
+           "participation_ratio", "pv_correlation", "rate_correlation", "rsa_stability", "similarity", "summary",
+           "tuning_correlation"]
 
 DIMS = ("session", "cell", "stimulus")
 TRIAL = "trial"
@@ -44,6 +45,7 @@ DEITCH = ("Deitch, Rubin & Ziv 2021, Curr Biol 31:4327 "
 MARKS_GOARD = ("Marks & Goard 2021, Nat Commun 12:5169 "
                "(ucsb-goard-lab/Representational-Drift-Project, StabilityProcessor.m)")
 AITKEN = "Aitken, Garrett, Olsen & Mihalas 2022, PLoS Comput Biol 18:e1010716"
+RULE = "Rule & O'Leary 2022, PNAS 119:e2106692119 (michaelerule/selfhealingcodes)"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ def as_responses(values, time=None, labels=None, cells=None, stimuli=None) -> xr
     return check_responses(xr.DataArray(values, dims=dims, coords=coords))
 
 
-def check_responses(responses: xr.DataArray, *, trials_for: Optional[str] = None) -> xr.DataArray:
+def check_responses(responses: xr.DataArray, *, trials_for: str | None = None) -> xr.DataArray:
     """The validator every metric calls: ``responses`` in canonical order (``session``, ``cell``,
     ``stimulus``[, ``trial``]) as float64, or a ValueError naming what is wrong.
 
@@ -161,9 +163,16 @@ def _halves(r: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     return r.isel({TRIAL: slice(1, None, 2)}).mean(TRIAL), r.isel({TRIAL: slice(0, None, 2)}).mean(TRIAL)
 
 
+def _along(a: xr.DataArray, dim: str) -> dict:
+    """a's coordinates that lie along ``dim`` alone (e.g. time and session ids along session)."""
+    return {n: c for n, c in a.coords.items() if c.dims == (dim,)}
+
+
 def _other(a: xr.DataArray) -> xr.DataArray:
-    """``a`` along ``session_other`` (time → ``time_other``), to broadcast against ``a`` itself."""
-    return a.rename(session="session_other", time="time_other")
+    """``a`` along ``session_other``, its session coordinates renamed name → name_other (time → time_other),
+    to broadcast against ``a`` itself."""
+    along = {n: f"{n}_other" for n, c in a.coords.items() if "session" in c.dims and n != "session"}
+    return a.rename({"session": "session_other", **along})
 
 
 def _flat(a: xr.DataArray, dim: str) -> xr.DataArray:
@@ -176,22 +185,23 @@ def _corr(a: xr.DataArray, b: xr.DataArray, dim: str) -> xr.DataArray:
     return xr.corr(a, b, dim=dim).where(~(_flat(a, dim) | _flat(b, dim)))
 
 
-def _session_pairs(a: xr.DataArray, dim: str, keep: Optional[xr.DataArray] = None) -> xr.DataArray:
+def _session_pairs(a: xr.DataArray, dim: str, keep: xr.DataArray | None = None) -> xr.DataArray:
     """corr over ``dim`` between each session of ``a`` and each session again: dims (session, session_other,
     …). ``keep`` (session, cell) selects the cells kept in both sessions of a pair. One row of sessions at a
     time, so memory stays at S·C·X."""
     b = _other(a)
     rows = []
     for i in range(a.sizes["session"]):
-        x, y = a.isel(session=i), b
+        x, y = a.isel(session=i, drop=True), b
         if keep is not None:
-            both = keep.isel(session=i) & _other(keep)
+            both = keep.isel(session=i, drop=True) & _other(keep)
             x, y = x.where(both), y.where(both)
         rows.append(_corr(x, y, dim))
-    return xr.concat(rows, dim="session").transpose("session", "session_other", ...)
+    pairs = xr.concat(rows, dim="session", coords="minimal", compat="override", join="exact")
+    return pairs.assign_coords(_along(a, "session")).transpose("session", "session_other", ...)
 
 
-def _first_nan(a: xr.DataArray) -> Optional[dict]:
+def _first_nan(a: xr.DataArray) -> dict | None:
     where = np.argwhere(np.isnan(a.values))
     return dict(zip(a.dims, (int(i) for i in where[0]))) if len(where) else None
 
@@ -228,7 +238,7 @@ def pv_correlation(responses: xr.DataArray, per_stimulus: bool = False, active_o
     keep = pv.mean("stimulus") > 0 if active_only else xr.ones_like(pv.isel(stimulus=0), dtype=bool)
     kept = (keep & _other(keep)).sum("cell")
     if int(kept.min()) < 2:
-        pair = dict(zip(kept.dims, (int(i) for i in np.unravel_index(int(kept.argmin()), kept.shape))))
+        pair = dict(zip(kept.dims, (int(i) for i in np.unravel_index(np.argmin(kept.values), kept.shape))))
         raise ValueError(f"sessions {pair} share {int(kept.min())} active cells (mean response > 0); a population "
                          f"vector correlation needs at least 2 (active_only=False keeps every cell)")
     per = _session_pairs(pv, "cell", keep if active_only else None)
@@ -280,7 +290,8 @@ def elapsed_curve(matrix: xr.DataArray) -> xr.DataArray:
     coords = {name: c for name, c in m.coords.items() if set(c.dims) <= set(lead)}
     coords.update(lag=np.arange(S), elapsed=("lag", np.array([np.mean(t[k:] - t[:S - k]) for k in range(S)])))
     return xr.DataArray(values, dims=lead + ("lag",), coords=coords, name=matrix.name,
-                        attrs={**matrix.attrs, "elapsed_definition": "mean over s of M[s, s+lag]", "curve_source": DEITCH})
+                        attrs={**matrix.attrs, "elapsed_definition": "mean over s of M[s, s+lag]",
+                               "curve_source": DEITCH})
 
 
 def rate_correlation(responses: xr.DataArray) -> xr.DataArray:
@@ -340,7 +351,7 @@ def tuning_correlation(responses: xr.DataArray, reduce: str = "mean") -> xr.Data
     per = _session_pairs(tuning, "stimulus")  # [S, S, C]
     defined = per.notnull().sum("cell")
     if int(defined.min()) == 0:
-        pair = dict(zip(defined.dims, (int(i) for i in np.unravel_index(int(defined.argmin()), defined.shape))))
+        pair = dict(zip(defined.dims, (int(i) for i in np.unravel_index(np.argmin(defined.values), defined.shape))))
         raise ValueError(f"no cell has a non-constant tuning curve in both sessions {pair}: the tuning-curve "
                          f"correlation is undefined")
     out = per.mean("cell") if reduce == "mean" else per.median("cell")
@@ -363,7 +374,7 @@ def _similarity_values(pv: np.ndarray) -> np.ndarray:
 
 def _stimulus_coords(a: xr.DataArray) -> dict:
     """a's coordinates along ``stimulus`` alone, and the same along ``stimulus_other`` (name_other)."""
-    own = {name: c for name, c in a.coords.items() if c.dims == ("stimulus",)}
+    own = _along(a, "stimulus")
     other = {("stimulus_other" if name == "stimulus" else f"{name}_other"): ("stimulus_other", c.values)
              for name, c in own.items()}
     return {**own, **other}
@@ -387,9 +398,8 @@ def similarity(responses: xr.DataArray) -> xr.DataArray:
     r = check_responses(responses)
     _stimuli(r, 2, "a similarity matrix")
     pv = _trial_mean(r)
-    coords = {name: c for name, c in pv.coords.items() if c.dims == ("session",)}
     return xr.DataArray(_similarity_values(pv.values), dims=("session", "stimulus", "stimulus_other"),
-                        coords={**coords, **_stimulus_coords(pv)}, name="similarity",
+                        coords={**_along(pv, "session"), **_stimulus_coords(pv)}, name="similarity",
                         attrs={"long_name": "stimulus x stimulus correlation of population vectors",
                                "definition": "corr over cells of X_s[:, x] and X_s[:, x']", "source": DEITCH})
 
@@ -434,7 +444,8 @@ def rsa_stability(responses: xr.DataArray, normalise: bool = True) -> xr.DataArr
     Returns
     -------
     xarray.DataArray
-        [S, S] (``session``, ``session_other``); normalised, attrs ``split_half`` [S] holds w_s.
+        [S, S] (``session``, ``session_other``); normalised, attrs ``split_half`` [S] holds w_s, and the
+        pairs with a session whose w_s ≤ 0 (no structure reproducible within it) are NaN.
     """
     r = check_responses(responses)
     if normalise and TRIAL in r.dims:
@@ -446,11 +457,8 @@ def rsa_stability(responses: xr.DataArray, normalise: bool = True) -> xr.DataArr
     if normalise and TRIAL in r.dims:
         even, odd = (_triangles(h.values) for h in _halves(r))
         split = np.diag(_cross_corr(even, odd))
-        if (split <= 0).any():
-            raise ValueError(f"the split-half similarity structure of session {int(np.argmin(split))} does not "
-                             f"correlate with itself (w = {split.min():.3g} <= 0): normalisation is undefined; "
-                             f"pass normalise=False")
-        values = 0.5 * (_cross_corr(even, odd) + _cross_corr(odd, even)) / np.sqrt(np.outer(split, split))
+        reliable = np.where(split > 0, split, np.nan)  # no reproducible structure within the session
+        values = 0.5 * (_cross_corr(even, odd) + _cross_corr(odd, even)) / np.sqrt(np.outer(reliable, reliable))
         attrs.update(normalised=1, split_half=split)
     else:
         tri = _triangles(_trial_mean(r).values)
@@ -461,7 +469,7 @@ def rsa_stability(responses: xr.DataArray, normalise: bool = True) -> xr.DataArr
 
 def _session_matrix(values: np.ndarray, r: xr.DataArray, name: str, attrs: dict) -> xr.DataArray:
     """[S, S] values as a (session, session_other) DataArray carrying r's session coordinates."""
-    coords = {n: c for n, c in r.coords.items() if c.dims == ("session",)}
+    coords = _along(r, "session")
     other = {(n + "_other" if n != "session" else "session_other"): ("session_other", c.values)
              for n, c in coords.items()}
     return xr.DataArray(values, dims=("session", "session_other"), coords={**coords, **other}, name=name,
@@ -540,9 +548,9 @@ def _groups(r: xr.DataArray, s: int, group: str) -> np.ndarray:
     raise ValueError(f"group must be 'stimulus' or 'session'; got {group!r}")
 
 
-def _pca(members: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per group (members [G, m, C]): variance ratios v [G, N], principal directions [G, N, C] and the
-    participation ratio D = (Σ v)² / Σ v² [G] (Aitken et al. Eq 1)."""
+def _pca(members: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (members [G, m, C]): principal directions [G, N, C], by variance, and the participation
+    ratio D = (Σ v)² / Σ v² [G] of the variance ratios v (Aitken et al. Eq 1)."""
     flat = (np.ptp(members, axis=1) == 0).all(axis=-1)
     if flat.any():
         raise ValueError(f"stimulus group {int(np.argmax(flat))} of session {s} has no variance across its members: "
@@ -550,7 +558,7 @@ def _pca(members: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     centred = members - members.mean(axis=1, keepdims=True)
     _, sv, directions = np.linalg.svd(centred, full_matrices=False)
     v = sv**2 / (sv**2).sum(axis=-1, keepdims=True)
-    return v, directions, 1.0 / (v**2).sum(axis=-1)
+    return directions, 1.0 / (v**2).sum(axis=-1)
 
 
 def _dimension(D: np.ndarray) -> np.ndarray:
@@ -578,7 +586,7 @@ def participation_ratio(responses: xr.DataArray, session: int, group: str = "sti
     """
     r = check_responses(responses)
     s = _session_index(r, session)
-    return float(np.mean(_pca(_groups(r, s, group), s)[2]))
+    return float(np.mean(_pca(_groups(r, s, group), s)[1]))
 
 
 def drift_geometry(responses: xr.DataArray, s0: int = 0, s1: int = -1, group: str = "stimulus") -> dict:
@@ -608,8 +616,8 @@ def drift_geometry(responses: xr.DataArray, s0: int = 0, s1: int = -1, group: st
     r = check_responses(responses)
     i0, i1 = _session_index(r, s0), _session_index(r, s1)
     m0, m1 = _groups(r, i0, group), _groups(r, i1, group)
-    _, w0, D0 = _pca(m0, i0)
-    _, w1, D1 = _pca(m1, i1)
+    w0, D0 = _pca(m0, i0)
+    w1, D1 = _pca(m1, i1)
     k0, k1 = _dimension(D0), _dimension(D1)
     mean0, mean1 = m0.mean(axis=1), m1.mean(axis=1)
     d = mean1 - mean0
@@ -646,7 +654,8 @@ def _labels(r: xr.DataArray, labels) -> np.ndarray:
 
 
 def decoders(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int = 0) -> xr.Dataset:
-    """Fixed and retrained population decoders (Deitch, Rubin & Ziv 2021; Aitken et al. 2022, Eq 14): a
+    """Fixed and retrained population decoders (Rule & O'Leary 2022, michaelerule/selfhealingcodes: one
+    fixed decoder against same-day cross-validated ones; Aitken et al. 2022, Eq 14: a(s→s′)/a(s′→s′)): a
     :class:`~driftsim.analysis.decode.LinearDecoder` (standardised logistic regression) reads the class of a
     stimulus from one response vector. Samples are (stimulus, trial) pairs with the stimulus's label; with
     no trials each stimulus is one sample.
@@ -687,14 +696,13 @@ def decoders(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int 
     retrained = np.array([cross_val_score(LinearDecoder(), x, y, cv=folds).mean() for x in samples])
     at_first = LinearDecoder().fit(samples[0], y)
     fixed = np.array([retrained[0]] + [at_first.score(x, y) for x in samples[1:]])
-    coords = {n: c for n, c in r.coords.items() if c.dims == ("session",)}
-    source = f"{DEITCH}; {AITKEN}"
+    source = f"{RULE}; {AITKEN}"
     return xr.Dataset(
         {"fixed": ("session", fixed, {"long_name": "accuracy of the decoder fitted on session 0", "source": source}),
          "retrained": ("session", retrained, {"long_name": "cross-validated accuracy within the session",
                                               "source": source}),
          "relative_cross": ("session", fixed / retrained, {"long_name": "a(0->s) / a(s->s)", "source": AITKEN})},
-        coords=coords, attrs={"cv_folds": k, "seed": seed})
+        coords=_along(r, "session"), attrs={"cv_folds": k, "seed": seed})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -706,10 +714,11 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
     """Every [S, S] and [S] metric of this module that the data allow, for storing under
     ``/metrics/<source>/`` (DESIGN.md "Drift metrics and recordings").
 
-    Variables: ``pv_correlation``, ``rate_correlation``, ``tuning_correlation`` (mean over cells),
-    ``tuning_correlation_median``, ``rsa_stability`` (normalised when there are ≥ 2 trials; ≥ 3 stimuli);
-    with labels (argument or ``label`` coordinate) ``decoder_fixed``, ``decoder_retrained``,
-    ``decoder_relative_cross``; with ≥ 2 trials ``drift_index`` (mean over cells, against session 0); with
+    Variables: ``pv_correlation``, ``rate_correlation``; with ≥ 2 stimuli ``tuning_correlation`` (mean over
+    cells) and ``tuning_correlation_median``; with ≥ 3 stimuli ``rsa_stability`` (normalised when there are
+    ≥ 2 trials); with labels (argument or ``label`` coordinate) ``decoder_fixed``, ``decoder_retrained``,
+    ``decoder_relative_cross``; with ≥ 2 trials and ≥ 2 stimuli ``drift_index`` (mean over cells, against
+    session 0); with
     ≥ 2 trials that vary in every stimulus group, the geometry of session s against session 0 per s:
     ``participation_ratio``, ``drift_in_variational_fraction`` (NaN at s = 0), ``subspace_overlap``.
     attrs ``skipped`` lists what was left out and why.
@@ -728,13 +737,16 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
     xarray.Dataset
     """
     r = check_responses(responses)
-    trials = r.sizes.get(TRIAL, 0) >= 2
-    out = {"pv_correlation": pv_correlation(r, active_only=active_only), "rate_correlation": rate_correlation(r),
-           "tuning_correlation": tuning_correlation(r)}
-    median = tuning_correlation(r, reduce="median")
-    out["tuning_correlation_median"] = median.rename("tuning_correlation_median")
+    trials, stimuli = r.sizes.get(TRIAL, 0) >= 2, r.sizes["stimulus"]
+    out = {"pv_correlation": pv_correlation(r, active_only=active_only), "rate_correlation": rate_correlation(r)}
     skipped = []
-    if r.sizes["stimulus"] >= 3:
+    if stimuli >= 2:
+        out["tuning_correlation"] = tuning_correlation(r)
+        median = tuning_correlation(r, reduce="median")
+        out["tuning_correlation_median"] = median.rename("tuning_correlation_median")
+    else:
+        skipped.append("tuning_correlation and drift_index: one stimulus")
+    if stimuli >= 3:
         out["rsa_stability"] = rsa_stability(r, normalise=trials)
     else:
         skipped.append("rsa_stability: fewer than 3 stimuli")
@@ -744,8 +756,9 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
     else:
         skipped.append("decoders: no labels")
     if trials:
-        rdi = drift_index(r)
-        out["drift_index"] = rdi.mean("cell", keep_attrs=True)
+        if stimuli >= 2:
+            out["drift_index"] = drift_index(r).mean("cell", keep_attrs=True).assign_attrs(
+                long_name="representational drift index against session 0, mean over cells")
         varies = bool((r.max(TRIAL) > r.min(TRIAL)).any("cell").all())
         if varies:
             S = r.sizes["session"]
@@ -754,7 +767,7 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
                            **{name: [g[name] for g in geometry]
                               for name in ("drift_in_variational_fraction", "subspace_overlap")}}
             for name, values in per_session.items():
-                out[name] = xr.DataArray(values, dims="session", coords={"time": r.coords["time"]},
+                out[name] = xr.DataArray(values, dims="session", coords=_along(r, "session"),
                                          attrs={"source": AITKEN})
         else:
             skipped.append("drift geometry: a stimulus group does not vary across trials")
