@@ -128,7 +128,7 @@ def digits():
     return task, torch.cat([task.x_train, task.x_test])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _simulated(activation, depth, sigma0):
     """Session activity [S, E, U, X] of 64 networks of width 512 on 12 + 20 digits: learning to t0 = 0.5
     (γ = 0.5), the readout frozen, 5 sessions over 4 drift time units (2/γ)."""
@@ -162,10 +162,13 @@ def test_closed_forms_match_the_simulated_networks(digits, activation, depth, si
     _, x = digits
     act, t = _simulated(activation, depth, sigma0)
     prior = Prior(T_SIM, 1.0, sigma0)
-    args = dict(depth=depth, activation=activation, prior=prior, times=T0 + t)
+    args = {"depth": depth, "activation": activation, "prior": prior, "times": T0 + t}
     pv, rate = pop.pv_correlation(x, **args), pop.rate_correlation(x, **args)
     sim = pop.similarity(x, **args)
-    se = lambda v: v.std(0) / math.sqrt(NETS)  # noqa: E731
+
+    def se(v):
+        return v.std(0) / math.sqrt(NETS)
+
     for s in range(1, SESSIONS):
         per_net = _pearson_units(act[0], act[s]).mean(-1)
         assert abs(per_net.mean() - pv[0, s]) < 4 * se(per_net), (s, float(per_net.mean()), float(pv[0, s]))
