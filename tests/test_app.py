@@ -191,3 +191,16 @@ def test_observe_writes_recordings_metrics_and_the_population_theory(tmp_path):
         assert (np.diff(pv[0]) < 0).all()  # the population decorrelates over the drift
         assert h5["/theory/drift/population/similarity"].shape == (S, X, X)
     assert store.read_run(path, recordings=True)["/observe/sim/responses"].dtype == np.int32  # Poisson counts
+
+
+def test_a_small_sparse_recording_is_written_with_nan_where_a_metric_is_undefined(tmp_path, run_driftsim):
+    """Two noise-free relu cells are often both silent for a stimulus: the run is written, with NaN where a
+    metric is undefined (that stimulus's similarities, the structure's stability, the geometry of trials that
+    do not vary), instead of the whole run failing."""
+    out = tmp_path / "small.h5"
+    run_driftsim("experiment=debug", "observe.sessions=3", "observe.cells=2", "observe.noise=none", f"out={out}")
+    with h5py.File(out) as h5:
+        m = {k: v[()] for k, v in h5["/metrics/theory"].items()}
+    assert np.isnan(m["similarity"]).any() and np.isfinite(m["similarity"]).any()
+    assert np.isnan(m["participation_ratio"]).all()  # no trial noise: no variance within a stimulus
+    assert np.isfinite(m["pv_correlation"]).all() and np.isfinite(m["decoder_retrained"]).all()

@@ -24,13 +24,13 @@ Sources, with the public code each definition was checked against:
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 import pandas as pd
+import sklearn
 import xarray as xr
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedKFold
 
 from .decode import LinearDecoder
 
@@ -118,7 +118,7 @@ def check_responses(responses: xr.DataArray, *, trials_for: str | None = None) -
     if not (np.issubdtype(r.dtype, np.integer) or np.issubdtype(r.dtype, np.floating)
             or np.issubdtype(r.dtype, np.bool_)):
         raise ValueError(f"responses must be real numbers; got dtype {r.dtype}")
-    r = r.astype(np.float64)
+    r = r.astype(np.float64, copy=False)  # metrics only read it
     for dim, what in (("session", "drift metrics compare sessions"), ("cell", "correlations over cells")):
         if r.sizes[dim] < 2:
             raise ValueError(f"responses have {r.sizes[dim]} {dim}(s); {what} need at least 2")
@@ -128,12 +128,13 @@ def check_responses(responses: xr.DataArray, *, trials_for: str | None = None) -
     t = np.asarray(r.coords["time"].values, dtype=np.float64)
     if not np.isfinite(t).all() or (np.diff(t) <= 0).any():
         raise ValueError(f"session times must be finite and strictly increasing; got time = {t}")
-    bad = ~np.isfinite(r.values)
-    if bad.any():
+    low, high = r.values.min(), r.values.max()  # NaN or inf in the data shows in one of them
+    if not (np.isfinite(low) and np.isfinite(high)):
+        bad = ~np.isfinite(r.values)
         first = dict(zip(r.dims, (int(i) for i in np.argwhere(bad)[0])))
         raise ValueError(f"responses contain {int(bad.sum())} NaN or infinite values (first at {first}); "
                          f"drop or fill them before computing drift metrics")
-    if r.values.max() == r.values.min():
+    if low == high:
         raise ValueError(f"responses are constant (every value is {r.values.flat[0]}): no correlation is defined")
     if "label" in r.coords:
         if r.coords["label"].dims != ("stimulus",):
@@ -155,12 +156,13 @@ def _stimuli(r: xr.DataArray, at_least: int, what: str) -> None:
 
 
 def _trial_mean(r: xr.DataArray) -> xr.DataArray:
-    return r.mean(TRIAL) if TRIAL in r.dims else r
+    return r.mean(TRIAL, skipna=False) if TRIAL in r.dims else r  # checked finite: no NaN to skip
 
 
 def _halves(r: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     """Even and odd trial averages, numbered from 1 as in StabilityProcessor.m (even: 2nd, 4th, …)."""
-    return r.isel({TRIAL: slice(1, None, 2)}).mean(TRIAL), r.isel({TRIAL: slice(0, None, 2)}).mean(TRIAL)
+    return (r.isel({TRIAL: slice(1, None, 2)}).mean(TRIAL, skipna=False),
+            r.isel({TRIAL: slice(0, None, 2)}).mean(TRIAL, skipna=False))
 
 
 def _along(a: xr.DataArray, dim: str) -> dict:
@@ -180,30 +182,52 @@ def _flat(a: xr.DataArray, dim: str) -> xr.DataArray:
     return a.max(dim) == a.min(dim)
 
 
+def _pearson(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """corr along the last axis of a and b (broadcast against each other), over the entries where ``valid``
+    (broadcast too) holds; NaN where a side is constant over them or fewer than 2 remain."""
+    # shifting each side by one of its own entries makes a constant side exactly 0: an exact test, where
+    # rounding in the mean would give a constant vector a spurious nonzero spread
+    if valid is None or valid.all():
+        a, b = a - a[..., :1], b - b[..., :1]
+        ac, bc = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
+    else:
+        n = valid.sum(-1, keepdims=True)
+
+        def centred(v):
+            v = np.where(valid, v - np.where(valid, v, -np.inf).max(-1, keepdims=True), 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(valid, v - v.sum(-1, keepdims=True) / n, 0.0)
+        ac, bc = centred(a), centred(b)
+    aa, bb = np.einsum("...i,...i->...", ac, ac), np.einsum("...i,...i->...", bc, bc)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.einsum("...i,...i->...", ac, bc) / np.sqrt(aa * bb)
+    return np.where((aa > 0) & (bb > 0), c, np.nan)
+
+
 def _corr(a: xr.DataArray, b: xr.DataArray, dim: str) -> xr.DataArray:
-    """Pearson correlation along ``dim`` (NaN entries left out pairwise); NaN where a side is constant."""
-    return xr.corr(a, b, dim=dim).where(~(_flat(a, dim) | _flat(b, dim)))
+    """Pearson correlation along ``dim`` of finite responses; NaN where a side is constant."""
+    return xr.apply_ufunc(_pearson, a, b, input_core_dims=[[dim], [dim]], join="exact")
 
 
 def _session_pairs(a: xr.DataArray, dim: str, keep: xr.DataArray | None = None) -> xr.DataArray:
     """corr over ``dim`` between each session of ``a`` and each session again: dims (session, session_other,
-    …). ``keep`` (session, cell) selects the cells kept in both sessions of a pair. One row of sessions at a
-    time, so memory stays at S·C·X."""
-    b = _other(a)
-    rows = []
-    for i in range(a.sizes["session"]):
-        x, y = a.isel(session=i, drop=True), b
-        if keep is not None:
-            both = keep.isel(session=i, drop=True) & _other(keep)
-            x, y = x.where(both), y.where(both)
-        rows.append(_corr(x, y, dim))
-    pairs = xr.concat(rows, dim="session", coords="minimal", compat="override", join="exact")
-    return pairs.assign_coords(_along(a, "session")).transpose("session", "session_other", ...)
+    …). ``keep`` (session, ``dim``) selects the entries (cells) kept in both sessions of a pair. One row of
+    sessions at a time, so memory stays at S·C·X."""
+    rest = [d for d in a.dims if d not in ("session", dim)]
+    x = a.transpose("session", *rest, dim).values
+    S, n = x.shape[0], x.shape[-1]
+    k = None if keep is None else keep.transpose("session", dim).values.reshape(S, *[1] * len(rest), n)
+    values = np.stack([_pearson(x[i], x, None if k is None else k[i] & k) for i in range(S)])
+    coords = {**_session_coords(a), **{name: c for name, c in a.coords.items() if c.dims and set(c.dims) <= set(rest)}}
+    return xr.DataArray(values, dims=("session", "session_other", *rest), coords=coords)
 
 
-def _first_nan(a: xr.DataArray) -> dict | None:
-    where = np.argwhere(np.isnan(a.values))
-    return dict(zip(a.dims, (int(i) for i in where[0]))) if len(where) else None
+def _session_coords(a: xr.DataArray) -> dict:
+    """a's coordinates along ``session`` alone, and the same along ``session_other`` (name_other)."""
+    own = _along(a, "session")
+    other = {(n + "_other" if n != "session" else "session_other"): ("session_other", c.values)
+             for n, c in own.items()}
+    return {**own, **other}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -215,7 +239,9 @@ def pv_correlation(responses: xr.DataArray, per_stimulus: bool = False, active_o
     scripts/population_vector_correlation.m).
 
     PV(s, s′) = mean over stimuli x of corr over cells (X_s[:, x], X_s′[:, x]), the cells kept being those
-    active (mean response over stimuli > 0) in both sessions.
+    active (mean response over stimuli > 0) in both sessions. A stimulus whose vector is constant over the
+    kept cells has no correlation and is left out of the mean; a pair with fewer than 2 kept cells, or no
+    stimulus left, is NaN (small, sparse recordings), and only data with no defined pair at all is refused.
 
     Parameters
     ----------
@@ -231,26 +257,32 @@ def pv_correlation(responses: xr.DataArray, per_stimulus: bool = False, active_o
     -------
     xarray.DataArray
         [S, S] (``session``, ``session_other``); with ``per_stimulus`` [X, S, S] (``stimulus``, ``session``,
-        ``session_other``). attrs ``cells_kept_min``: the fewest cells any pair kept.
+        ``session_other``). attrs ``cells_kept_min``: the fewest cells any pair kept; ``undefined``: the
+        (pair, stimulus) correlations left out; ``pairs_undefined``: the NaN pairs of the mean.
     """
     r = check_responses(responses)
     pv = _trial_mean(r)
-    keep = pv.mean("stimulus") > 0 if active_only else xr.ones_like(pv.isel(stimulus=0), dtype=bool)
+    keep = pv.mean("stimulus", skipna=False) > 0 if active_only else xr.ones_like(pv.isel(stimulus=0), dtype=bool)
     kept = (keep & _other(keep)).sum("cell")
-    if int(kept.min()) < 2:
-        pair = dict(zip(kept.dims, (int(i) for i in np.unravel_index(np.argmin(kept.values), kept.shape))))
-        raise ValueError(f"sessions {pair} share {int(kept.min())} active cells (mean response > 0); a population "
-                         f"vector correlation needs at least 2 (active_only=False keeps every cell)")
-    per = _session_pairs(pv, "cell", keep if active_only else None)
-    bad = _first_nan(per)
-    if bad is not None:
-        raise ValueError(f"population vector constant over the cells kept at {bad}: its correlation is undefined")
-    out = per.transpose("stimulus", "session", "session_other") if per_stimulus else per.mean("stimulus")
+    per = _session_pairs(pv, "cell", keep if active_only else None)  # NaN: < 2 cells kept or a constant vector
+    defined = per.notnull()
+    if not defined.any():
+        raise ValueError(f"no pair of sessions has a population vector correlation: at most {int(kept.max())} cells "
+                         f"active (mean response > 0) in both sessions of a pair, or population vectors constant "
+                         f"over them (active_only=False keeps every cell)")
+    if per_stimulus:
+        out = per.transpose("stimulus", "session", "session_other")
+    else:
+        with warnings.catch_warnings():  # a pair with no stimulus defined is NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = per.mean("stimulus")
     out.name = "pv_correlation"
     out.attrs = {"long_name": "population-vector correlation" + (" per stimulus" if per_stimulus
                                                                   else ", mean over stimuli"),
-                 "definition": "corr over cells active in both sessions of X_s[:, x] and X_s'[:, x]",
-                 "source": DEITCH, "active_only": int(active_only), "cells_kept_min": int(kept.min())}
+                 "definition": "corr over cells active in both sessions of X_s[:, x] and X_s'[:, x]; a stimulus "
+                               "whose vector is constant over those cells is left out (NaN per stimulus)",
+                 "source": DEITCH, "active_only": int(active_only), "cells_kept_min": int(kept.min()),
+                 "undefined": int((~defined).sum()), "pairs_undefined": int((~defined.any("stimulus")).sum())}
     return out
 
 
@@ -310,7 +342,7 @@ def rate_correlation(responses: xr.DataArray) -> xr.DataArray:
         [S, S] (``session``, ``session_other``).
     """
     r = check_responses(responses)
-    rates = _trial_mean(r).mean("stimulus")
+    rates = _trial_mean(r).mean("stimulus", skipna=False)
     flat = _flat(rates, "cell")
     if flat.any():
         raise ValueError(f"every cell has the same mean response in session {int(np.argmax(flat.values))}: the "
@@ -362,14 +394,19 @@ def tuning_correlation(responses: xr.DataArray, reduce: str = "mean") -> xr.Data
     return out
 
 
+def _flat_stimuli(pv: np.ndarray) -> np.ndarray:
+    """[S, X]: the stimuli whose population vector (pv [S, C, X]) is constant over cells (exact test)."""
+    return pv.max(axis=1) == pv.min(axis=1)
+
+
 def _similarity_values(pv: np.ndarray) -> np.ndarray:
-    """[S, X, X] stimulus × stimulus correlation over cells of population vectors pv [S, C, X]."""
-    flat = pv.max(axis=1) == pv.min(axis=1)
-    if flat.any():
-        s, x = np.argwhere(flat)[0]
-        raise ValueError(f"the population vector of stimulus {x} in session {s} is constant over cells: its "
-                         f"similarity to the other stimuli is undefined")
-    return np.stack([np.corrcoef(p, rowvar=False) for p in pv])
+    """[S, X, X] stimulus × stimulus correlation over cells of population vectors pv [S, C, X]; NaN in the
+    rows and columns of a stimulus whose vector is constant over cells."""
+    flat = _flat_stimuli(pv)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sim = np.stack([np.corrcoef(p, rowvar=False) for p in pv])
+    undefined = flat[:, :, None] | flat[:, None, :]
+    return np.where(undefined, np.nan, sim)
 
 
 def _stimulus_coords(a: xr.DataArray) -> dict:
@@ -393,7 +430,8 @@ def similarity(responses: xr.DataArray) -> xr.DataArray:
     Returns
     -------
     xarray.DataArray
-        [S, X, X] (``session``, ``stimulus``, ``stimulus_other``).
+        [S, X, X] (``session``, ``stimulus``, ``stimulus_other``); NaN in the rows and columns of a stimulus
+        whose population vector is constant over cells (attrs ``stimuli_undefined`` counts them).
     """
     r = check_responses(responses)
     _stimuli(r, 2, "a similarity matrix")
@@ -401,11 +439,17 @@ def similarity(responses: xr.DataArray) -> xr.DataArray:
     return xr.DataArray(_similarity_values(pv.values), dims=("session", "stimulus", "stimulus_other"),
                         coords={**_along(pv, "session"), **_stimulus_coords(pv)}, name="similarity",
                         attrs={"long_name": "stimulus x stimulus correlation of population vectors",
-                               "definition": "corr over cells of X_s[:, x] and X_s[:, x']", "source": DEITCH})
+                               "definition": "corr over cells of X_s[:, x] and X_s[:, x']", "source": DEITCH,
+                               "stimuli_undefined": int(_flat_stimuli(pv.values).sum())})
 
 
 def _triangles(pv: np.ndarray) -> np.ndarray:
     """[S, X(X−1)/2]: the upper triangles (above the diagonal) of the similarity matrices of pv [S, C, X]."""
+    flat = _flat_stimuli(pv)
+    if flat.any():
+        s, x = np.argwhere(flat)[0]
+        raise ValueError(f"the population vector of stimulus {x} in session {s} is constant over cells: its "
+                         f"similarity to the other stimuli is undefined")
     sim = _similarity_values(pv)
     i, j = np.triu_indices(sim.shape[-1], k=1)
     tri = sim[:, i, j]
@@ -469,10 +513,7 @@ def rsa_stability(responses: xr.DataArray, normalise: bool = True) -> xr.DataArr
 
 def _session_matrix(values: np.ndarray, r: xr.DataArray, name: str, attrs: dict) -> xr.DataArray:
     """[S, S] values as a (session, session_other) DataArray carrying r's session coordinates."""
-    coords = _along(r, "session")
-    other = {(n + "_other" if n != "session" else "session_other"): ("session_other", c.values)
-             for n, c in coords.items()}
-    return xr.DataArray(values, dims=("session", "session_other"), coords={**coords, **other}, name=name,
+    return xr.DataArray(values, dims=("session", "session_other"), coords=_session_coords(r), name=name,
                         attrs=attrs)
 
 
@@ -551,14 +592,25 @@ def _groups(r: xr.DataArray, s: int, group: str) -> np.ndarray:
 def _pca(members: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
     """Per group (members [G, m, C]): principal directions [G, N, C], by variance, and the participation
     ratio D = (Σ v)² / Σ v² [G] of the variance ratios v (Aitken et al. Eq 1)."""
-    flat = (np.ptp(members, axis=1) == 0).all(axis=-1)
+    shifted = members - members[:, :1]  # a group of equal members becomes exactly 0: an exact test below
+    centred = shifted - shifted.mean(axis=1, keepdims=True)
+    flat = ~centred.any(axis=(1, 2))
     if flat.any():
         raise ValueError(f"stimulus group {int(np.argmax(flat))} of session {s} has no variance across its members: "
                          f"its principal components are undefined")
-    centred = members - members.mean(axis=1, keepdims=True)
-    _, sv, directions = np.linalg.svd(centred, full_matrices=False)
-    v = sv**2 / (sv**2).sum(axis=-1, keepdims=True)
-    return directions, 1.0 / (v**2).sum(axis=-1)
+    if centred.shape[1] < centred.shape[2]:
+        # fewer members than cells (trials per stimulus): the m × m Gram matrix is the smaller eigenproblem
+        # (5x faster than the SVD); directions uᵀX/σ, those of the null space (σ² ≤ 1e-12 of the largest) left 0
+        lam, u = np.linalg.eigh(centred @ centred.transpose(0, 2, 1))
+        lam, u = lam[:, ::-1].clip(min=0), u[:, :, ::-1]
+        sv = np.sqrt(lam)
+        real = lam > 1e-12 * lam[:, :1]
+        directions = (u.transpose(0, 2, 1) @ centred) / np.where(real, sv, 1.0)[..., None] * real[..., None]
+    else:
+        lam, v = np.linalg.eigh(centred.transpose(0, 2, 1) @ centred)
+        lam, directions = lam[:, ::-1].clip(min=0), v[:, :, ::-1].transpose(0, 2, 1)
+    ratio = lam / lam.sum(axis=-1, keepdims=True)
+    return directions, 1.0 / (ratio**2).sum(axis=-1)
 
 
 def _dimension(D: np.ndarray) -> np.ndarray:
@@ -614,26 +666,37 @@ def drift_geometry(responses: xr.DataArray, s0: int = 0, s1: int = -1, group: st
     dict of str to float
     """
     r = check_responses(responses)
-    i0, i1 = _session_index(r, s0), _session_index(r, s1)
-    m0, m1 = _groups(r, i0, group), _groups(r, i1, group)
-    w0, D0 = _pca(m0, i0)
-    w1, D1 = _pca(m1, i1)
+    return _geometry(_session_pca(r, _session_index(r, s0), group), _session_pca(r, _session_index(r, s1), group))
+
+
+def _session_pca(r: xr.DataArray, s: int, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(members [G, m, C], principal directions [G, N, C], participation ratios [G]) of session s."""
+    members = _groups(r, s, group)
+    return (members, *_pca(members, s))
+
+
+def _geometry(first: tuple, later: tuple) -> dict:
+    """:func:`drift_geometry` from the :func:`_session_pca` of the earlier and the later session."""
+    (m0, w0, D0), (m1, w1, D1) = first, later
     k0, k1 = _dimension(D0), _dimension(D1)
     mean0, mean1 = m0.mean(axis=1), m1.mean(axis=1)
     d = mean1 - mean0
-    fraction, overlap = [], []
-    for g in range(len(d)):
-        W0, W1 = w0[g, : k0[g]], w1[g, : k1[g]]
-        dd = float(d[g] @ d[g])
-        fraction.append(float(np.sum((W0 @ d[g]) ** 2)) / dd if dd > 0 else math.nan)
-        overlap.append(float(np.sum((W0 @ W1.T) ** 2)) / min(k0[g], k1[g]))
+    # every group at once, its first k0 (k1) directions selected by masks
+    in0 = np.arange(w0.shape[1]) < k0[:, None]  # [G, N]
+    in1 = np.arange(w1.shape[1]) < k1[:, None]
+    dd = np.einsum("gc,gc->g", d, d)
+    inside = np.einsum("gi,gi->g", np.einsum("gic,gc->gi", w0, d) ** 2, in0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(dd > 0, inside / dd, np.nan)
+    cross = np.einsum("gic,gjc->gij", w0, w1) ** 2 * (in0[:, :, None] & in1[:, None, :])
+    overlap = cross.sum(axis=(1, 2)) / np.minimum(k0, k1)
     norm0, norm1 = np.linalg.norm(mean0, axis=-1), np.linalg.norm(mean1, axis=-1)
     cos = np.clip(np.sum(mean0 * mean1, axis=-1) / (norm0 * norm1), -1.0, 1.0)
     with warnings.catch_warnings():  # every group still: the fraction is NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         moved = float(np.nanmean(fraction))
     return {"participation_ratio": float(D0.mean()), "dimension": float(k0.mean()),
-            "drift_in_variational_fraction": moved, "chance_fraction": float(np.mean(k0 / r.sizes["cell"])),
+            "drift_in_variational_fraction": moved, "chance_fraction": float(np.mean(k0 / m0.shape[-1])),
             "subspace_overlap": float(np.mean(overlap)), "angle": float(np.degrees(np.arccos(cos)).mean()),
             "relative_magnitude": float(np.mean(np.linalg.norm(d, axis=-1) / norm0))}
 
@@ -656,7 +719,7 @@ def _labels(r: xr.DataArray, labels) -> np.ndarray:
 def decoders(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int = 0) -> xr.Dataset:
     """Fixed and retrained population decoders (Rule & O'Leary 2022, michaelerule/selfhealingcodes: one
     fixed decoder against same-day cross-validated ones; Aitken et al. 2022, Eq 14: a(s→s′)/a(s′→s′)): a
-    :class:`~driftsim.analysis.decode.LinearDecoder` (standardised logistic regression) reads the class of a
+    :class:`~driftsim.analysis.decode.LinearDecoder` (standardised logistic regression, lbfgs) reads the class of a
     stimulus from one response vector. Samples are (stimulus, trial) pairs with the stimulus's label; with
     no trials each stimulus is one sample.
 
@@ -693,9 +756,13 @@ def decoders(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int 
         raise ValueError("cross-validation needs at least 2 samples (stimuli x trials) of every class")
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     samples = r.transpose("session", ..., "cell").values.reshape(r.sizes["session"], -1, r.sizes["cell"])
-    retrained = np.array([cross_val_score(LinearDecoder(), x, y, cv=folds).mean() for x in samples])
-    at_first = LinearDecoder().fit(samples[0], y)
-    fixed = np.array([retrained[0]] + [at_first.score(x, y) for x in samples[1:]])
+    split = list(folds.split(samples[0], y))
+    # checked finite above, our own parameters: sklearn's checks skipped, 30 % of the decoders' time
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        retrained = np.array([np.mean([LinearDecoder(solver="lbfgs").fit(x[train], y[train]).score(
+            x[test], y[test]) for train, test in split]) for x in samples])
+        at_first = LinearDecoder(solver="lbfgs").fit(samples[0], y)
+        fixed = np.array([retrained[0]] + [at_first.score(x, y) for x in samples[1:]])
     source = f"{RULE}; {AITKEN}"
     return xr.Dataset(
         {"fixed": ("session", fixed, {"long_name": "accuracy of the decoder fitted on session 0", "source": source}),
@@ -711,17 +778,20 @@ def decoders(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int 
 
 def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int = 0,
             active_only: bool = True) -> xr.Dataset:
-    """Every [S, S] and [S] metric of this module that the data allow, for storing under
+    """Every [S, S] and [S] metric of this module that the data's layout allows, for storing under
     ``/metrics/<source>/`` (DESIGN.md "Drift metrics and recordings").
 
     Variables: ``pv_correlation``, ``rate_correlation``; with ≥ 2 stimuli ``tuning_correlation`` (mean over
     cells) and ``tuning_correlation_median``; with ≥ 3 stimuli ``rsa_stability`` (normalised when there are
     ≥ 2 trials); with labels (argument or ``label`` coordinate) ``decoder_fixed``, ``decoder_retrained``,
     ``decoder_relative_cross``; with ≥ 2 trials and ≥ 2 stimuli ``drift_index`` (mean over cells, against
-    session 0); with
-    ≥ 2 trials that vary in every stimulus group, the geometry of session s against session 0 per s:
-    ``participation_ratio``, ``drift_in_variational_fraction`` (NaN at s = 0), ``subspace_overlap``.
-    attrs ``skipped`` lists what was left out and why.
+    session 0) and the geometry of session s against session 0 per s: ``participation_ratio``,
+    ``drift_in_variational_fraction`` (NaN at s = 0), ``subspace_overlap``.
+
+    Which variables exist depends only on the layout (sessions, stimuli, trials, labels), so the summaries of
+    several networks of one recording stack. A metric that these data leave undefined (a population of a few
+    silent cells, constant tuning, a class too small to cross-validate) is NaN, with the reason in attrs
+    ``skipped``, which also lists what the layout leaves out.
 
     Parameters
     ----------
@@ -737,40 +807,56 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
     xarray.Dataset
     """
     r = check_responses(responses)
-    trials, stimuli = r.sizes.get(TRIAL, 0) >= 2, r.sizes["stimulus"]
-    out = {"pv_correlation": pv_correlation(r, active_only=active_only), "rate_correlation": rate_correlation(r)}
-    skipped = []
+    trials, stimuli, S = r.sizes.get(TRIAL, 0) >= 2, r.sizes["stimulus"], r.sizes["session"]
+    out, skipped = {}, []
+
+    def guarded(names, shape, compute):
+        try:
+            out.update(compute())
+        except ValueError as e:
+            skipped.append(f"{', '.join(names)}: {e}")
+            for name in names:
+                out[name] = (_session_matrix(np.full((S, S), np.nan), r, name, {}) if shape == "pairs" else
+                             xr.DataArray(np.full(S, np.nan), dims="session", coords=_along(r, "session")))
+
+    mean = _trial_mean(r)  # all that these four read: averaged once
+    guarded(["pv_correlation"], "pairs", lambda: {"pv_correlation": pv_correlation(mean, active_only=active_only)})
+    guarded(["rate_correlation"], "pairs", lambda: {"rate_correlation": rate_correlation(mean)})
     if stimuli >= 2:
-        out["tuning_correlation"] = tuning_correlation(r)
-        median = tuning_correlation(r, reduce="median")
-        out["tuning_correlation_median"] = median.rename("tuning_correlation_median")
+        guarded(["tuning_correlation", "tuning_correlation_median"], "pairs", lambda: {
+            "tuning_correlation": tuning_correlation(mean),
+            "tuning_correlation_median": tuning_correlation(mean, reduce="median").rename(
+                "tuning_correlation_median")})
     else:
         skipped.append("tuning_correlation and drift_index: one stimulus")
     if stimuli >= 3:
-        out["rsa_stability"] = rsa_stability(r, normalise=trials)
+        guarded(["rsa_stability"], "pairs", lambda: {"rsa_stability": rsa_stability(r, normalise=trials)})
     else:
         skipped.append("rsa_stability: fewer than 3 stimuli")
     if labels is not None or "label" in r.coords:
-        dec = decoders(r, labels=labels, cv_folds=cv_folds, seed=seed)
-        out.update({f"decoder_{name}": dec[name] for name in dec.data_vars})
+        names = ["decoder_fixed", "decoder_retrained", "decoder_relative_cross"]
+        guarded(names, "sessions", lambda: {f"decoder_{name}": v
+                                            for name, v in decoders(r, labels, cv_folds, seed).data_vars.items()})
     else:
         skipped.append("decoders: no labels")
     if trials:
         if stimuli >= 2:
-            out["drift_index"] = drift_index(r).mean("cell", keep_attrs=True).assign_attrs(
-                long_name="representational drift index against session 0, mean over cells")
-        varies = bool((r.max(TRIAL) > r.min(TRIAL)).any("cell").all())
-        if varies:
-            S = r.sizes["session"]
-            geometry = [drift_geometry(r, 0, s) for s in range(S)]
-            per_session = {"participation_ratio": [participation_ratio(r, s) for s in range(S)],
-                           **{name: [g[name] for g in geometry]
-                              for name in ("drift_in_variational_fraction", "subspace_overlap")}}
-            for name, values in per_session.items():
-                out[name] = xr.DataArray(values, dims="session", coords=_along(r, "session"),
-                                         attrs={"source": AITKEN})
-        else:
-            skipped.append("drift geometry: a stimulus group does not vary across trials")
+            guarded(["drift_index"], "sessions", lambda: {"drift_index": drift_index(r).mean(
+                "cell", keep_attrs=True).assign_attrs(
+                long_name="representational drift index against session 0, mean over cells")})
+        guarded(["participation_ratio", "drift_in_variational_fraction", "subspace_overlap"], "sessions",
+                lambda: _geometry_per_session(r))
     else:
         skipped.append("drift_index and drift geometry: fewer than 2 trials")
     return xr.Dataset(out, attrs={"skipped": "; ".join(skipped)})
+
+
+def _geometry_per_session(r: xr.DataArray) -> dict:
+    """The drift geometry of each session against session 0 (stimulus groups), each session's PCA once."""
+    pca = [_session_pca(r, s, "stimulus") for s in range(r.sizes["session"])]
+    geometry = [_geometry(pca[0], p) for p in pca]
+    per_session = {"participation_ratio": [float(p[2].mean()) for p in pca],
+                   **{name: [g[name] for g in geometry] for name in ("drift_in_variational_fraction",
+                                                                     "subspace_overlap")}}
+    return {name: xr.DataArray(values, dims="session", coords=_along(r, "session"), attrs={"source": AITKEN})
+            for name, values in per_session.items()}

@@ -330,7 +330,7 @@ def test_decoders_against_a_scikit_learn_pipeline():
     samples = v.transpose(0, 2, 3, 1).reshape(len(v), -1, v.shape[1])  # (stimulus, trial) samples
 
     def model():
-        return make_pipeline(StandardScaler(), LogisticRegression(solver="liblinear", max_iter=1000))
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
 
     folds = StratifiedKFold(5, shuffle=True, random_state=4)
     retrained = [cross_val_score(model(), x, yy, cv=folds).mean() for x in samples]
@@ -405,6 +405,21 @@ def test_summary_gathers_the_metrics_and_says_what_it_skipped():
     assert "no labels" in flat.attrs["skipped"] and "fewer than 2 trials" in flat.attrs["skipped"]
     one = m.summary(m.as_responses(trial_mean(v)[:, :, :1]))
     assert set(one.data_vars) == {"pv_correlation", "rate_correlation"} and "one stimulus" in one.attrs["skipped"]
+
+
+def test_summary_of_data_that_leave_metrics_undefined_has_the_same_variables_as_nan():
+    """One active cell leaves the PV correlation undefined (a correlation over cells needs two); the summary
+    keeps its layout's variables (so networks stack), NaN where undefined, and says why."""
+    rng = np.random.default_rng(18)
+    v = counts(rng, same=False)
+    full = m.summary(m.as_responses(v, labels=np.arange(10) % 2))
+    v[:, 1:] = 0.0  # one active cell
+    v[:, 0] = 1.0 + np.arange(v.shape[2])[None, :, None]  # tuned the same in every session
+    out = m.summary(m.as_responses(v, labels=np.arange(10) % 2))
+    assert set(out.data_vars) == set(full.data_vars)
+    assert np.isnan(out.pv_correlation.values).all() and "pv_correlation: no pair" in out.attrs["skipped"]
+    np.testing.assert_allclose(out.rate_correlation.values, 1.0)  # over cells: cell 0 against silent ones
+    np.testing.assert_allclose(out.tuning_correlation.values, 1.0)  # cell 0 alone defines it
 
 
 def test_identical_sessions_give_one():
@@ -483,6 +498,12 @@ def _silent_session():
     return m.as_responses(v)
 
 
+def _silent_cells():
+    v = _good()
+    v[:, 1:] = 0.0  # one active cell in every session
+    return m.as_responses(v)
+
+
 BAD = [
     ("NaN", lambda: m.as_responses(_with(np.nan, (1, 2, 3, 0))), ValueError, "NaN or infinite"),
     ("inf", lambda: m.pv_correlation(m.as_responses(_with(np.inf, (0, 0, 0, 0)))), ValueError, "NaN or infinite"),
@@ -521,13 +542,11 @@ BAD = [
     ("session range", lambda: m.drift_geometry(m.as_responses(_good()), s1=4), ValueError, "out of range"),
     ("reduce", lambda: m.tuning_correlation(m.as_responses(_good()), reduce="mode"), ValueError, "reduce"),
     ("floor", lambda: m.drift_index(m.as_responses(_good()), floor=0), ValueError, "floor"),
-    ("flat population vector", lambda: m.similarity(_flat_stimulus()), ValueError, "stimulus 2 in session 1"),
-    ("flat population vector, PV", lambda: m.pv_correlation(_flat_stimulus()), ValueError,
-     "constant over the cells kept"),
+    ("flat population vector", lambda: m.rsa_stability(_flat_stimulus()), ValueError, "stimulus 2 in session 1"),
     ("equal mean rates", lambda: m.rate_correlation(_same_rates()), ValueError, "same mean response in session 1"),
     ("no tuned cell", lambda: m.tuning_correlation(_flat_tuning()), ValueError, "no cell has a non-constant"),
     ("no reliable cell", lambda: m.drift_index(_flat_even_trials()), ValueError, "every cell"),
-    ("too few active cells", lambda: m.pv_correlation(_silent_session()), ValueError, "active cells"),
+    ("no active pair", lambda: m.pv_correlation(_silent_cells()), ValueError, "no pair of sessions"),
     ("elapsed curve of a non-matrix", lambda: m.elapsed_curve(m.as_responses(_good())), ValueError,
      "'session_other'"),
 ]
@@ -537,3 +556,29 @@ BAD = [
 def test_bad_input_gives_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_undefined_pv_pairs_are_nan_and_counted_not_fatal():
+    """Small sparse recordings keep the pairs that are defined: a stimulus whose vector is constant over the
+    kept cells is left out of that pair's mean, a pair with < 2 shared active cells is NaN."""
+    flat = _flat_stimulus()  # stimulus 2 constant over cells in session 1
+    S = flat.sizes["session"]
+    per = m.pv_correlation(flat, per_stimulus=True)
+    nan = np.isnan(per.values)
+    assert nan[2, 1, :].all() and nan[2, :, 1].all() and nan.sum() == 2 * S - 1
+    mean = m.pv_correlation(flat)
+    assert np.isfinite(mean.values).all()
+    assert mean.attrs["undefined"] == 2 * S - 1 and mean.attrs["pairs_undefined"] == 0
+    pv = flat.mean("trial").values  # every cell active (responses >= 1)
+    by_hand = np.mean([np.corrcoef(pv[1, :, x], pv[0, :, x])[0, 1] for x in range(pv.shape[2]) if x != 2])
+    np.testing.assert_allclose(mean.values[1, 0], by_hand, rtol=1e-12)
+
+    silent = m.pv_correlation(_silent_session())  # session 2: only cell 0 active
+    nan = np.isnan(silent.values)
+    assert nan[2].all() and nan[:, 2].all() and nan.sum() == 2 * S - 1
+    assert silent.attrs["pairs_undefined"] == 2 * S - 1 and silent.attrs["cells_kept_min"] == 1
+
+    sim = m.similarity(flat)
+    nan = np.isnan(sim.values)
+    assert nan[1, 2].all() and nan[1, :, 2].all() and nan.sum() == 2 * sim.sizes["stimulus"] - 1
+    assert sim.attrs["stimuli_undefined"] == 1 and not nan[0].any()

@@ -25,9 +25,12 @@ DESIGN = ["/task/x_train", "/task/y_train", "/task/x_test", "/task/y_test",
             for g, k in (("decode", "accuracy"), ("hist", "counts"), ("hist", "edges"))]]
 
 # The simulation runs in float32 (sim.dtype): the same seeded steps on the CPU agree to rounding, ~1e-7 of the
-# predictors' O(1) scale; 1e-5 still fails on any change of a scheme, a seed or a recorded time. The theory is
-# float64 and agrees to ~1e-15; its tolerance is its own scale's 1e-9 (theory.tol is 1e-4).
-RTOL_SIM, RTOL_THEORY = 1e-5, 1e-9
+# predictors' O(1) scale; 1e-5 still fails on any change of a scheme, a seed or a recorded time. What is computed from
+# the simulation (its histogram edges, decoders) takes the same. The theory is float64, but relu's arccos kernel
+# amplifies a rounding of 1e-16 in a cosine near 1 to √1e-16 = 1e-8 in the angle: the NTK differs by 3.4e-9 between
+# the CPU that wrote the file and an AMD EPYC. Its tolerance, 1e-7 of its scale, still fails on any change of the
+# method (theory.tol is 1e-4).
+RTOL_SIM, RTOL_THEORY = 1e-5, 1e-7
 
 
 def datasets(path: Path) -> dict[str, np.ndarray]:
@@ -67,7 +70,7 @@ def test_todays_code_recomputes_the_fixture(tmp_path, compose_config):
     for key, a in old.items():
         b = new[key]
         assert b.shape == a.shape and b.dtype == a.dtype, key
-        rtol = RTOL_SIM if key.startswith("/sim/") else RTOL_THEORY
+        rtol = RTOL_SIM if key.startswith(("/sim/", "/hist/sim/", "/decode/sim/")) else RTOL_THEORY
         scale = max(float(np.abs(a).max()), 1.0)
         worst[key] = float(np.abs(b.astype(np.float64) - a).max()) / scale
         assert worst[key] <= rtol, f"{key}: max difference {worst[key]:.2e} of scale {scale:g} exceeds {rtol:g}"
