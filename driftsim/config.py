@@ -158,10 +158,14 @@ class TheoryConfig:
     covariance: bool = False
     # training and test points (each, evenly spread over the set) whose covariance is computed
     covariance_points: int = 8
+    # memory budget of the expansion and the Volterra solve, GB; null: half the free memory of the device. A
+    # problem that cannot fit is refused before the work, naming the largest P that fits (theory/memory.py)
+    memory_gb: Optional[float] = None
 
     def __post_init__(self):
         check_tol(self.tol)
         integer("theory.covariance_points", self.covariance_points, 1)
+        positive("theory.memory_gb", self.memory_gb, optional=True)
 
 
 @dataclass
