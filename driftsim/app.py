@@ -203,7 +203,7 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
                        prior=_prior(conf), t_learn=t_learn, t0=conf.protocol.t0,
                        t_drift=t_drift, tol=conf.theory.tol)
         disc = discretise(task.x_train.to(dev), task.x_test.to(dev), covariance=conf.theory.covariance,
-                          memory_gb=conf.theory.memory_gb, **problem)
+                          memory_gb=conf.theory.memory_gb, progress=progress, **problem)
         theory = solve(task.x_train.to(dev), task.y_train.to(dev), task.x_test.to(dev), progress=progress,
                        discretisation=disc, **problem)
         log.info("theory: %d grid times, %.1f s", theory.grid_size, time.perf_counter() - start)

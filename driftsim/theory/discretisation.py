@@ -169,7 +169,7 @@ def _budget(model: KernelModel, x_train: Tensor, q: int, lam_max: float, tol: fl
 
 def discretise(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation], prior: Prior,
                t_learn: Tensor, t0: Optional[float] = None, t_drift: Optional[Tensor] = None, tol: float = 1e-4,
-               covariance: bool = False, memory_gb: Optional[float] = None) -> Discretisation:
+               covariance: bool = False, memory_gb: Optional[float] = None, progress: bool = False) -> Discretisation:
     """SPEC §11 grid for accuracy ``tol`` through the recorded times and t0, with the expansion of the NDK
     (SPEC §3.2, expansion.py) over all points and, if ``covariance``, that of K_GP (§3.1) fitted from the
     same kernel samples, to pass to ``mean.solve`` and ``covariance.predictor_covariance``.
@@ -185,6 +185,8 @@ def discretise(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union
         The memory budget (``theory.memory_gb``; None: half the free memory of the device). A problem whose
         expansion cannot fit is refused before any P²-sized work (theory/memory.py); the kernel samples of
         the fit take what the budget leaves.
+    progress : bool
+        Show the kernel fit's progress bar.
 
     Returns
     -------
@@ -218,7 +220,7 @@ def discretise(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union
     t_span = float(t_learn[-1]) + (float(tau.max()) if t0 is not None else 0.0)
     tau_min = TAU_MIN_FRACTION * h_first
     ndk, *kgp = expand(model, torch.cat([x_train, x_test]), x_train, t_span=t_span, tau_min=tau_min,
-                       parts=parts, block_bytes=min(block, BLOCK_BYTES))
+                       parts=parts, block_bytes=min(block, BLOCK_BYTES), progress=progress)
     rec = torch.searchsorted(t, t_learn.to(device))
     i0 = int(torch.searchsorted(t, torch.tensor(float(t0 or 0.0), dtype=t.dtype, device=device)))
     return Discretisation(model=model, x_train=x_train, x_test=x_test, t_learn=t_learn, t0=t0, t_drift=tau,

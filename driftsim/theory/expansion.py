@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy.interpolate import BarycentricInterpolator
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .kernels import KernelModel
 
@@ -108,7 +109,7 @@ def block_rows(p: int, q: int, lags: int, budget_bytes: float) -> int:
 
 def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: float,
            per_decade: int = 6, u_nodes: int = U_NODES, parts: tuple = ("ndk",),
-           block_bytes: float = 2**30) -> tuple[Expansion, ...]:
+           block_bytes: float = 2**30, progress: bool = False) -> tuple[Expansion, ...]:
     """Fit the expansion of H = NDK/ρ (SPEC §3.2, module docstring) and/or of A = K_GP/ρ (§3.1) for lags up
     to ``t_span`` resolved down to ``tau_min``, on the same rates and nodes, from one evaluation of the kernels.
 
@@ -129,6 +130,8 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     block_bytes : float
         Memory for the kernel samples: the fit runs over blocks of rows of xa (:func:`block_rows`), so that
         only the coefficients are P²-sized (the samples at every lag for every pair would be ~4,700 P² doubles).
+    progress : bool
+        Show a progress bar (with its ETA) over the blocks.
 
     Returns
     -------
@@ -164,6 +167,8 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     err = torch.zeros(n_parts, dtype=torch.float64)
     m_inf = model.last_layer_mean(torch.full((1,), prior.sigma ** 2, dtype=torch.float64), xa_c)[0]
     rows = block_rows(p, q * n_parts, tau_fit.numel(), block_bytes)
+    bar = tqdm(total=nodes.numel() * math.ceil(p / rows), desc="theory: kernel fit", unit="block",
+               disable=not progress, leave=False, mininterval=1.0)
     for m, u in enumerate(nodes.tolist()):
         # u = 0 is s = ∞: take the stationary limit at a late time instead
         s = 0.0 if stationary else (-math.log(u) / (2 * gamma) if u > 0 else 60.0 / gamma)
@@ -182,6 +187,8 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
                                                                                             n_parts, q)
             miss = (b_val @ sol).view(-1, b, n_parts, q) - val
             err = torch.maximum(err, miss.abs().amax((0, 1, 3)))
+            bar.update()
+    bar.close()
     coefs = coef.view(alpha.numel(), nodes.numel(), p, n_parts, q).unbind(3)
     return tuple(Expansion(alpha=alpha.to(dev), u_nodes=nodes.to(dev), coef=c.contiguous().to(dev),
                            fit_error=float(e)) for c, e in zip(coefs, err))
