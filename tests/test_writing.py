@@ -333,6 +333,23 @@ def test_a_failed_write_names_the_path_and_keeps_earlier_files(tmp_path, run_dri
     assert (out.read_bytes(), other.read_bytes()) == before and leftovers(tmp_path) == []
 
 
+# ------------------------------------------------------------------------- 6. sweep job folders
+
+@pytest.mark.parametrize("overrides", [
+    "task.root=../../escaped", "task.root=/abs/path", "..", "task.root=a/b",
+    ",".join(f"group{i}.some_long_key_name={i * 1e-3}" for i in range(20)),
+])
+def test_sweep_job_folders_are_one_safe_name(overrides):
+    name = output.job_folder(overrides)
+    assert "/" not in name and name not in (".", "..") and 0 < len(name) <= 120
+
+
+def test_sweep_job_folders_are_unique_and_plain_names_kept():
+    assert output.job_folder("model.activation=relu,task.classes=[4,9]") == "model.activation=relu,task.classes=[4,9]"
+    names = ["task.root=a/b", "task.root=a_b", "task.root=a:b", "x=" + "1" * 200, "x=" + "1" * 199 + "2"]
+    assert len({output.job_folder(n) for n in names}) == len(names)
+
+
 # ------------------------------------------------------------------------- 7. driftsim-plot --out
 
 @pytest.fixture

@@ -13,6 +13,7 @@
   failure removes the partial file. An OSError (disk full, permissions) becomes one :class:`OutputError`
   line naming the path; a file already at the target stays as it was.
 - :func:`folder`: a folder for other outputs (figures), created and checked writable.
+- :func:`job_folder`: a sweep job's folder name from its overrides, safe and unique (``hydra.sweep.subdir``).
 
 Which existing files may be replaced is the run file's business: ``driftsim.io.store.check_replaceable``.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 __all__ = ["OutputError", "Interrupted", "target", "claim", "atomic", "checkpoint", "folder", "os_errors",
-           "sibling"]
+           "job_folder", "sibling"]
 
 log = logging.getLogger(__name__)
 
@@ -235,4 +237,22 @@ def atomic(final: Path, before_replace: Optional[Callable[[Path], None]] = None)
     if _interrupted.is_set():  # Ctrl-C between the last checkpoint and the rename: the file is whole
         _interrupted.clear()
         raise Interrupted(f"interrupted; {final} had been written completely and is kept")
+
+
+# --------------------------------------------------------------------------------------------- sweep jobs
+
+_SAFE = re.compile(r"[^A-Za-z0-9._=,+\-\[\]]")
+_MAX_NAME = 96  # well under the 255 bytes of a file name, with room for the hash
+
+
+def job_folder(overrides: str) -> str:
+    """A sweep job's folder name from its overrides (``hydra.job.override_dirname``, "k=v,k2=v2"): the string
+    itself when it is short and holds only letters, digits and ``._=,+-[]``; otherwise those characters kept,
+    others replaced by ``_``, cut to a length limit and followed by a hash of the whole string, so that no
+    value escapes the sweep folder (``..``, ``/``), two jobs never share a folder, and no name is too long."""
+    safe = _SAFE.sub("_", overrides)
+    if safe == overrides and 0 < len(overrides) <= _MAX_NAME and overrides not in (".", ".."):
+        return overrides
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
+    return f"{safe[:_MAX_NAME].strip('.') or 'job'}-{digest}"
 
