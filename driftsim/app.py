@@ -23,8 +23,9 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import hydra
 import numpy as np
@@ -270,18 +271,18 @@ def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]
             out = Path(folder) / f"{name}.h5"
             cfg = compose("config", overrides=[*overrides, f"out='{out}'"])  # quoted: names hold "="
             conf, config_yaml = validate(cfg), OmegaConf.to_yaml(cfg, resolve=True)
-            with output.claim(out):
-                if _must_compute(out, config_yaml, overwrite=False, replace_other_config=True):
+            with _claimed_if_needed(out, config_yaml, overwrite=False, replace_other_config=True) as needed:
+                if needed:
                     run(conf, config_yaml, out)
             runs[name] = store.read_run(out)
     return runs
 
 
 def _must_compute(out: Path, config_yaml: str, overwrite: bool, replace_other_config: bool) -> bool:
-    """Whether the run of ``config_yaml`` must be computed into ``out`` (claimed by the caller): yes when there
-    is no file, or with ``overwrite``; no when it holds a complete run of the same config (logged); a
-    driftsim run of another config (or a remnant of one) is replaced with ``replace_other_config``, else
-    refused (ValueError); a file that is not a driftsim run is always refused (store.check_replaceable)."""
+    """Whether the run of ``config_yaml`` must be computed into ``out``: yes when there is no file, or with
+    ``overwrite``; no when it holds a complete run of the same config (logged); a driftsim run of another
+    config (or a remnant of one) is replaced with ``replace_other_config``, else refused (ValueError); a
+    file that is not a driftsim run is always refused (store.check_replaceable)."""
     if not out.exists():
         return True
     store.check_replaceable(out)
@@ -292,10 +293,23 @@ def _must_compute(out: Path, config_yaml: str, overwrite: bool, replace_other_co
         log.info("complete run already in %s: skipped (overwrite=true recomputes it)", out)
         return False
     if replace_other_config:
-        log.info("recomputing %s: %s", out, reason)
         return True
     raise ValueError(f"out={str(out)!r} exists and {reason}; set overwrite=true to replace it, "
                      "or choose another out")
+
+
+@contextmanager
+def _claimed_if_needed(out: Path, config_yaml: str, **rules: bool) -> Iterator[bool]:
+    """Whether the run must be computed into ``out`` (:func:`_must_compute` with ``rules``); when it must, the
+    block runs as the only writer of ``out`` (output.claim). Reusing a complete run needs no lock (files are
+    replaced only by an atomic rename), so runs in a read-only folder of results are reused too."""
+    with output.os_errors(out):
+        needed = _must_compute(out, config_yaml, **rules)
+    if not needed:
+        yield False
+        return
+    with output.claim(out):  # decided again as the only writer: another run may have just finished
+        yield _must_compute(out, config_yaml, **rules)
 
 
 def run_config(cfg: DictConfig, progress: bool = False) -> tuple[Path, bool]:
@@ -332,8 +346,8 @@ def run_config(cfg: DictConfig, progress: bool = False) -> tuple[Path, bool]:
     conf: DriftsimConfig = validate(cfg)  # unknown keys and every range check of driftsim.config
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     out = output_path(conf)
-    with output.claim(out):  # from here on the only writer of out
-        if not _must_compute(out, config_yaml, overwrite=conf.overwrite, replace_other_config=False):
+    with _claimed_if_needed(out, config_yaml, overwrite=conf.overwrite, replace_other_config=False) as needed:
+        if not needed:
             return out, False
         start = time.perf_counter()
         path = run(conf, config_yaml, out, progress=progress)

@@ -86,7 +86,7 @@ def _read_only_file_system(tmp_path, monkeypatch):
         if str(path).startswith(str(tmp_path / "ro")):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return real(path, *args, **kwargs)
-    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").mkdir(exist_ok=True)
     monkeypatch.setattr(os, "open", read_only)
     return "ro/run.h5", r"ro/run.h5 cannot be written: Read-only file system"
 
@@ -105,6 +105,15 @@ def test_unwritable_out_fails_in_seconds_before_any_work(tmp_path, monkeypatch, 
     with pytest.raises(output.OutputError, match=message):
         run_driftsim(*DEBUG, f"out={out}", "overwrite=true")
     assert time.perf_counter() - start < 5
+
+
+def test_a_complete_run_in_a_read_only_folder_is_reused(tmp_path, monkeypatch, run_driftsim):
+    out = tmp_path / "ro" / "run.h5"
+    run_driftsim(*DEBUG, f"out={out}")
+    _read_only_file_system(tmp_path, monkeypatch)
+    assert run_driftsim(*DEBUG, f"out={out}") == (out, False)
+    with pytest.raises(output.OutputError, match="ro/run.h5 cannot be written: Read-only file system"):
+        run_driftsim(*DEBUG, f"out={out}", "overwrite=true")
 
 
 # ------------------------------------------------------------------------- 2. overwrite replaces runs only
