@@ -213,52 +213,71 @@ def test_a_killed_runs_partial_file_is_replaced_with_a_log_line(tmp_path, run_dr
 
 
 _WRITERS = textwrap.dedent("""
-    # jobs of the driftsim command started at the same moment: forked after one import, released together
+    # rounds of driftsim jobs (argv: folder, then jobs, rounds separated by "--"), each round's jobs started at
+    # the same moment: forked after one import, released together; results in results<round>.jsonl
     import json, os, sys
     from driftsim import app
     os.chdir(sys.argv[1])
-    jobs = [job.split() for job in sys.argv[2:]]
-    start_r, start_w = os.pipe()
-    children = []
-    for i, job in enumerate(jobs):
-        pid = os.fork()
-        if pid == 0:
-            os.dup2(os.open(f"stderr{i}", os.O_WRONLY | os.O_CREAT), 2)
-            os.read(start_r, 1)
-            sys.argv = ["driftsim", *job]
-            try:
-                app.main()
-                code = 0
-            except SystemExit as e:
-                code = e.code
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-                code = 1
-            sys.stderr.flush()
-            os._exit(code)
-        children.append(pid)
-    os.write(start_w, b"go" * len(jobs))
-    with open("results.jsonl", "w") as results:  # the jobs' logs go to stdout
-        for i, pid in enumerate(children):
-            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            results.write(json.dumps({"seed": jobs[i][1], "rc": code, "stderr": open(f"stderr{i}").read()}) + "\\n")
+    rounds = [[]]
+    for arg in sys.argv[2:]:
+        if arg == "--":
+            rounds.append([])
+        else:
+            rounds[-1].append(arg.split())
+    for n, jobs in enumerate(rounds):
+        start_r, start_w = os.pipe()
+        children = []
+        for i, job in enumerate(jobs):
+            pid = os.fork()
+            if pid == 0:
+                os.dup2(os.open(f"stderr{n}_{i}", os.O_WRONLY | os.O_CREAT), 2)
+                os.read(start_r, 1)
+                sys.argv = ["driftsim", *job]
+                try:
+                    app.main()
+                    code = 0
+                except SystemExit as e:
+                    code = e.code
+                except BaseException:
+                    import traceback
+                    traceback.print_exc()
+                    code = 1
+                sys.stderr.flush()
+                os._exit(code)
+            children.append(pid)
+        os.write(start_w, b"go" * len(jobs))
+        with open(f"results{n}.jsonl", "w") as results:  # the jobs' logs go to stdout
+            for i, pid in enumerate(children):
+                code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+                stderr = open(f"stderr{n}_{i}").read()
+                results.write(json.dumps({"job": " ".join(jobs[i]), "rc": code, "stderr": stderr}) + "\\n")
 """)
 
+ROUNDS = {"four different runs": [f"seed={s}" for s in range(4)],
+          "six identical runs replacing the file": ["seed=0 overwrite=true"] * 6}
 
-@pytest.mark.parametrize("jobs", [
-    [f"seed={s}" for s in range(4)],                      # four different runs, one file
-    ["seed=0 overwrite=true"] * 6,                         # six identical runs replacing it
-])
-def test_concurrent_runs_to_one_file_lose_nothing_silently(tmp_path, jobs):
-    script, out = tmp_path / "writers.py", tmp_path / "shared.h5"
-    script.write_text(_WRITERS)
-    args = [f"{DEBUG[0]} {job} out={out} hydra.run.dir={tmp_path}/hydra{i}" for i, job in enumerate(jobs)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path), *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+
+@pytest.fixture(scope="module")
+def concurrent_rounds(tmp_path_factory) -> dict[str, tuple[Path, list[dict]]]:
+    """Each round of ROUNDS started at once against its own file: {round: (file, [{job, rc, stderr}])}."""
+    folder = tmp_path_factory.mktemp("writers")
+    (folder / "writers.py").write_text(_WRITERS)
+    args, outs = [], {}
+    for n, (name, jobs) in enumerate(ROUNDS.items()):
+        outs[name] = folder / f"round{n}" / "shared.h5"
+        args += [f"{DEBUG[0]} {job} out={outs[name]} hydra.run.dir={folder}/hydra{n}_{i}" for i, job in enumerate(jobs)]
+        args.append("--")
+    proc = subprocess.run([sys.executable, str(folder / "writers.py"), str(folder), *args[:-1]], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
-    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    return {name: (outs[name], [json.loads(line) for line in (folder / f"results{n}.jsonl").read_text().splitlines()])
+            for n, name in enumerate(ROUNDS)}
+
+
+@pytest.mark.parametrize("name", ROUNDS)
+def test_concurrent_runs_to_one_file_lose_nothing_silently(concurrent_rounds, name):
+    out, results = concurrent_rounds[name]
+    assert len(results) == len(ROUNDS[name])
     wrote = [r for r in results if r["rc"] == 0]
     assert len(wrote) >= 1 and all(r["rc"] in (0, 2) for r in results), results
     for r in results:
@@ -266,9 +285,9 @@ def test_concurrent_runs_to_one_file_lose_nothing_silently(tmp_path, jobs):
             assert r["stderr"].count("\n") == 1 and r["stderr"].startswith("driftsim: error: "), r
             assert "being written by another driftsim run" in r["stderr"] or "another config" in r["stderr"], r
         assert "Traceback" not in r["stderr"], r
-    if "overwrite" not in jobs[0]:  # without overwrite only one run may have its result in the file
-        assert len(wrote) == 1 and wrote[0]["seed"] == f"seed={store.read_run(out).config['seed']}"
-    assert store.is_complete(out) and leftovers(tmp_path) == []
+    if "overwrite" not in ROUNDS[name][0]:  # without overwrite only one run may have its result in the file
+        assert len(wrote) == 1 and f"seed={store.read_run(out).config['seed']} " in wrote[0]["job"]
+    assert store.is_complete(out) and leftovers(out.parent) == []
 
 
 # ------------------------------------------------------------------------- 4. Ctrl-C
