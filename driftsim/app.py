@@ -58,10 +58,10 @@ __all__ = ["main", "run", "run_config", "output_path", "existing_run_differs", "
 
 log = logging.getLogger(__name__)
 register_configs()
+RUN_NAME = "driftsim.h5"  # a run's file in its job folder, or in the folder that out= names
 
 # keys that say where and how a run is written, not what it computes
 _NOT_COMPARED = ("out", "overwrite", "device")
-RUN_NAME = "driftsim.h5"  # a run's file in its job folder, or in the folder that out= names
 
 
 def output_path(conf: DriftsimConfig) -> Path:
