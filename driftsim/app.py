@@ -268,7 +268,7 @@ def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]
     runs = {}
     with initialize_config_module("driftsim.conf", version_base="1.3"):
         for name, overrides in jobs.items():
-            out = Path(folder) / f"{name}.h5"
+            out = Path(os.path.expanduser(folder)) / f"{name}.h5"
             cfg = compose("config", overrides=[*overrides, f"out='{out}'"])  # quoted: names hold "="
             conf, config_yaml = validate(cfg), OmegaConf.to_yaml(cfg, resolve=True)
             with _claimed_if_needed(out, config_yaml, overwrite=False, replace_other_config=True) as needed:
