@@ -35,7 +35,8 @@ __all__ = ["Expansion", "expand", "block_rows", "fit_lags", "rates", "DOUBLES_PE
 class Expansion:
     """H(ρ, u; xa, xb) ≈ Σ_k Σ_m coef[k, m] ρ^{alpha[k]} ℓ_m(u), with alpha[0] = 0 (the mean kernel).
 
-    alpha: [K]; u_nodes: [M]; coef: [K, M, p, q]; fit_error: max |H − fit| on validation lags.
+    alpha: [K]; u_nodes: [M]; coef: [K, M, p, q]; fit_error: max |H − fit| on validation lags (between the
+    fitting lags) for up to 64 rows of xa spread over it, every column.
     """
     alpha: Tensor
     u_nodes: Tensor
@@ -90,6 +91,7 @@ def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor
 
 
 U_NODES = 12  # Chebyshev nodes in u when σ0 ≠ σ
+VALIDATED_ROWS = 64
 
 # doubles alive per (pair, lag) while the kernels are evaluated and fitted (the layer recursion's temporaries;
 # measured 13 on depth 3 relu, benchmarks/README.md "Scale")
@@ -167,6 +169,9 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     err = torch.zeros(n_parts, dtype=torch.float64)
     m_inf = model.last_layer_mean(torch.full((1,), prior.sigma ** 2, dtype=torch.float64), xa_c)[0]
     rows = block_rows(p, q * n_parts, tau_fit.numel(), block_bytes)
+    # the fit error on VALIDATED_ROWS rows spread over xa (every row when there are fewer): a diagnostic whose
+    # kernel samples would otherwise cost as much as the fit's
+    checked = torch.unique(torch.linspace(0, p - 1, min(p, VALIDATED_ROWS), dtype=torch.float64).round().long())
     bar = tqdm(total=nodes.numel() * math.ceil(p / rows), desc="theory: kernel fit", unit="block",
                disable=not progress, leave=False, mininterval=1.0)
     for m, u in enumerate(nodes.tolist()):
@@ -183,11 +188,13 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
             target = (_h_samples(model, tau_fit, s, xa_c[blk], xb_c, parts) - h0[blk]).reshape(tau_fit.numel(), -1)
             sol = solver @ target  # [K-1, b*q*n_parts]
             coef[1:, m, blk] = sol.reshape(-1, b, q * n_parts)
-            val = (_h_samples(model, tau_val, s, xa_c[blk], xb_c, parts) - h0[blk]).reshape(tau_val.numel(), b,
-                                                                                            n_parts, q)
-            miss = (b_val @ sol).view(-1, b, n_parts, q) - val
-            err = torch.maximum(err, miss.abs().amax((0, 1, 3)))
             bar.update()
+        for start in range(0, checked.numel(), rows):
+            at = checked[start:start + rows]
+            val = (_h_samples(model, tau_val, s, xa_c[at], xb_c, parts) - h0[at]).reshape(tau_val.numel(), len(at),
+                                                                                          n_parts, q)
+            miss = (b_val @ coef[1:, m, at].reshape(alpha.numel() - 1, -1)).view(-1, len(at), n_parts, q) - val
+            err = torch.maximum(err, miss.abs().amax((0, 1, 3)))
     bar.close()
     coefs = coef.view(alpha.numel(), nodes.numel(), p, n_parts, q).unbind(3)
     return tuple(Expansion(alpha=alpha.to(dev), u_nodes=nodes.to(dev), coef=c.contiguous().to(dev),
