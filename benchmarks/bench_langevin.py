@@ -37,6 +37,7 @@ from driftsim.prior import Prior
 SIZES = {  # E networks, width N, depth L, P training points, input dimension N0
     "small": dict(E=256, N=512, L=1, P=4, N0=5),  # the synthetic task: overhead-bound
     "large": dict(E=256, N=512, L=2, P=20, N0=50),  # noise-bound
+    "paper": dict(E=5000, N=512, L=1, P=4, N0=5),  # the paper's ensemble on the synthetic task
 }
 METHODS = ["noise", "driftsim", "driftsim-noprefetch", "driftsim-antithetic", "autograd", "matmul"]
 T, SIGMA, SIGMA0, DT = 0.1, 1.0, 1.0, 0.01
