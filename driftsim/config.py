@@ -25,7 +25,8 @@ from .validation import (check_activity_units, check_depth, check_ensemble, chec
                          positive, require)
 
 __all__ = ["SyntheticTaskConfig", "ImagePairTaskConfig", "ModelConfig", "DynamicsConfig", "ProtocolConfig",
-           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "ObserveConfig", "DriftsimConfig",
+           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "ObserveConfig", "LimitsConfig",
+           "DriftsimConfig",
            "register_configs", "equilibrium_time", "check_known_keys", "validate"]
 
 EQUILIBRIUM_RELAXATIONS = 25.0  # 25 relaxation times 1/γ: e^(−25) ≈ 1e-11, the NNGP equilibrium for all purposes
@@ -226,6 +227,19 @@ class ObserveConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """What a run may cost before it is refused (driftsim.cost): the estimate is checked before any work."""
+    max_steps: float = 1e9  # simulation steps of one network's learning run (dynamics.t_max / dynamics.dt)
+    max_grid: float = 1e7  # time points of the theory's Volterra grid
+    max_memory_gb: Optional[float] = None  # unset: half of this machine's RAM
+
+    def __post_init__(self):
+        positive("limits.max_steps", self.max_steps)
+        positive("limits.max_grid", self.max_grid)
+        positive("limits.max_memory_gb", self.max_memory_gb, optional=True)
+
+
+@dataclass
 class DriftsimConfig:
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"task": "mnist"}])
     task: Any = None
@@ -237,6 +251,7 @@ class DriftsimConfig:
     theory: TheoryConfig = field(default_factory=TheoryConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     mode: str = "theory"
     seed: int = 0
     device: str = "auto"

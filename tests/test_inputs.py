@@ -112,3 +112,48 @@ def test_non_finite_results_and_failed_factorisations_name_the_keys():
     with pytest.raises(NumericalError, match=r"OverflowError.*model.depth=4"):
         with numerical_failures(keys):
             1e300 ** 2
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["mode=sim", "dynamics.dt=1e-9"], r"1.25e\+11 simulation steps .*dynamics.dt=1e-09.*raise limits.max_steps"),
+    (["mode=sim", "dynamics.t_max=1e12"], r"1e\+13 simulation steps .*more than limits.max_steps=1e\+09"),
+    (["dynamics.t_max=1e12"], r"theory grid points .*dynamics.t_max=1e\+12.*raise limits.max_grid"),
+    (["record.n_times=100000000"], r"theory grid points .*record.n_times=100000000.*limits.max_grid"),
+    (["mode=sim", "model.width=1000000000000"], r"GB of memory .*model.width=1000000000000.*limits.max_memory_gb"),
+    (["mode=sim", "sim.ensemble=1000000000000"], r"GB of memory .*sim.ensemble=1000000000000"),
+    (["task.n_train=1000000"], r"GB of memory for P \+ Q = 1000001 points.*raise limits.max_memory_gb"),
+    (["mode=sim", "limits.max_steps=100"], r"1\.2\d*e\+03 simulation steps .*limits.max_steps=100"),
+    (["limits.max_memory_gb=1e-6"], r"GB of memory .*more than limits.max_memory_gb=1e-06"),
+    (["limits.max_grid=10"], r"theory grid points .*more than limits.max_grid=10:"),
+    # the gradient phase 1e28 times faster than the diffusion: refused before the theory's expansion
+    (["dynamics.sigma0=1000", "model.depth=4", "dynamics.T=1e-3"],
+     r"gradient phase is \S+e\+2\d times faster .*allowed at most 1e\+14.*dynamics.sigma0=1000, model.depth=4"),
+])
+def test_runs_that_cannot_finish_or_fit_are_refused_with_their_estimate(run_driftsim, tmp_path, overrides, message):
+    out = tmp_path / "run.h5"
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        run_driftsim("experiment=debug", *overrides, f"out={out}")
+    assert time.perf_counter() - start < 10
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("key,value", [("max_steps", 0), ("max_grid", -1), ("max_memory_gb", "nan")])
+def test_limits_are_positive_numbers(key, value):
+    with pytest.raises(ValueError, match=f"limits.{key}=.* is not allowed: a positive finite number"):
+        validated(f"limits.{key}={value}")
+
+
+def test_grid_estimate_is_the_graded_grid_count():
+    from driftsim.cost import grid_points
+    from driftsim.theory.volterra import graded_grid
+    for t_end, h_first, h_max, growth in ((100.0, 1e-3, 0.5, 0.1), (5.0, 1e-2, 1.0, 0.3), (1e3, 2.0, 1.0, 0.1)):
+        built = graded_grid(t_end, h_first=h_first, h_max=h_max, growth=growth).numel() - 1
+        assert abs(grid_points(t_end, h_first, h_max, growth) - built) <= 0.02 * built + 2
+
+
+def test_default_memory_limit_is_a_fraction_of_the_machine(monkeypatch):
+    from driftsim import cost
+    assert 0 < cost.default_memory_gb() < cost.machine_memory_gb()
+    monkeypatch.setattr(cost.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    assert cost.machine_memory_gb() == 8.0
