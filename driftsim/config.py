@@ -21,8 +21,8 @@ from .sim.schemes import SCHEMES
 from .sim.simulate import FREEZES
 from .tasks import IMAGE_SETS, NORMALIZATIONS
 from .validation import (check_activity_units, check_depth, check_ensemble, check_image_pair_task, check_proximity,
-                         check_scales, check_seed, check_synthetic_task, check_t0, check_tol, choice, integer,
-                         positive, require)
+                         check_run_length, check_scales, check_seed, check_synthetic_task, check_t0, check_tol, choice,
+                         integer, positive, require)
 
 __all__ = ["SyntheticTaskConfig", "ImagePairTaskConfig", "ModelConfig", "DynamicsConfig", "ProtocolConfig",
            "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "ObserveConfig", "LimitsConfig",
@@ -102,7 +102,7 @@ class DynamicsConfig:
         for key in ("dt", "lam"):
             positive(f"dynamics.{key}", getattr(self, key))
         integer("dynamics.mpl_inner_steps", self.mpl_inner_steps, 0)
-        positive("dynamics.t_max", self.t_max, optional=True)
+        check_run_length(self.t_max)
         choice("dynamics.scheme", self.scheme, SCHEMES)
         if self.scheme == "mpl":
             check_proximity(self.lam, self.gamma)

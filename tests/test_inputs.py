@@ -56,6 +56,8 @@ def test_unknown_key_of_an_image_task_names_its_own_keys():
     (["seed=100000000000000000000"], r"seed=100000000000000000000 is not allowed: an integer in \[0, 2\*\*63\)"),
     (["dynamics.scheme=mpl", "dynamics.lam=0.001"], r"dynamics.lam=0.001 is not allowed: a number > 0.2 \(γ"),
     (["mode=both", "sim.activity_units=100", "model.width=8"], r"sim.activity_units=100 .*\[0, model.width=8\]"),
+    (["dynamics.t_max=1e-20"], r"dynamics.t_max=1e-20 is not allowed: unset or a time >= 0.0001"),
+    (["dynamics.t_max=inf"], r"dynamics.t_max=inf is not allowed: a positive finite number"),
 ])
 def test_values_outside_their_physical_range_are_refused_before_any_work(overrides, message):
     start = time.perf_counter()
@@ -64,7 +66,7 @@ def test_values_outside_their_physical_range_are_refused_before_any_work(overrid
     assert time.perf_counter() - start < 5
 
 
-@pytest.mark.parametrize("overrides", [["seed=9223372036854775807"], ["dynamics.sigma=1e24"],
+@pytest.mark.parametrize("overrides", [["seed=9223372036854775807"], ["dynamics.sigma=1e24"], ["dynamics.t_max=1e-4"],
                                        ["dynamics.scheme=mpl", "dynamics.lam=0.3"], ["model.depth=100"]])
 def test_values_at_the_edge_of_their_range_are_accepted(overrides):
     validated(*overrides)
@@ -157,3 +159,10 @@ def test_default_memory_limit_is_a_fraction_of_the_machine(monkeypatch):
     assert 0 < cost.default_memory_gb() < cost.machine_memory_gb()
     monkeypatch.setattr(cost.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
     assert cost.machine_memory_gb() == 8.0
+
+
+def test_limits_do_not_change_what_a_run_computes(run_driftsim, tmp_path):
+    out = tmp_path / "run.h5"
+    assert run_driftsim("experiment=debug", f"out={out}")[1]
+    # a complete run of the same config is kept whatever the limits: they are not compared
+    assert run_driftsim("experiment=debug", "limits.max_grid=1e8", "limits.max_memory_gb=100", f"out={out}") == (out, False)
