@@ -148,14 +148,18 @@ def check_grid(conf, est: Estimate, h_first: float) -> Estimate:
     ValueError
         Naming the estimate, the keys that set it and ``limits.max_grid``.
     """
-    from .theory.discretisation import GRID_GROWTH, GRID_MAX
+    from .theory.discretisation import GRID_GROWTH, GRID_MAX, TAU_MIN_FRACTION
+    from .theory.expansion import n_rates
 
     d, tol = conf.dynamics, conf.theory.tol
     t_end = d.t_end
     n = grid_points(t_end, h_first, GRID_MAX * math.sqrt(tol) / d.gamma, GRID_GROWTH * math.sqrt(tol))
     n += 2 * (conf.record.n_times + 1) + 1  # recorded times and t0, merged in
-    est = Estimate(steps=est.steps, weights=est.weights, grid=n, memory_gb=est.memory_gb + 4 * 8 * n * est.points
-                   / 1e9, points=est.points)
+    # the expansion's fit: two-time kernels [8 K lags, P+Q, P] (theory/expansion.py), a few copies of them
+    P = _points(conf.task)[0]
+    fit = 6 * 8.0 * 8 * n_rates(d.gamma, TAU_MIN_FRACTION * h_first) * est.points * P
+    est = Estimate(steps=est.steps, weights=est.weights, grid=n,
+                   memory_gb=est.memory_gb + (4 * 8.0 * n * est.points + fit) / 1e9, points=est.points)
     if n > conf.limits.max_grid:
         _refuse(f"{n:.3g} theory grid points for P + Q = {est.points} points, grid × P² = {n * est.points ** 2:.3g} "
                 f"(dynamics.t_max={t_end:g} at γ = T/σ² = {d.gamma:.3g}, theory.tol={tol:g}, first step "

@@ -60,10 +60,16 @@ class Expansion:
         return torch.as_tensor(interp(u.cpu().numpy()), dtype=u.dtype, device=u.device)
 
 
+def n_rates(gamma: float, tau_min: float, per_decade: int = 6) -> int:
+    """K, the number of rates of the expansion's α ladder for lags resolved down to ``tau_min``."""
+    top = max(1.0 / (gamma * tau_min), 10.0)
+    return 5 + max(2, int(math.ceil(per_decade * math.log10(top / 5.0))))
+
+
 def _rates(gamma: float, tau_min: float, per_decade: int) -> Tensor:
     """α ladder: 0 (mean kernel), 1..4, then log-spaced from 5 to 1/(γ τ_min)."""
     top = max(1.0 / (gamma * tau_min), 10.0)
-    n_log = max(2, int(math.ceil(per_decade * math.log10(top / 5.0))))
+    n_log = n_rates(gamma, tau_min, per_decade) - 5
     return torch.cat([torch.arange(0, 5, dtype=torch.float64),
                       torch.logspace(math.log10(5.0), math.log10(top), n_log, dtype=torch.float64)])
 
