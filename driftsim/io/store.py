@@ -55,7 +55,7 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
 /metrics, ``theory`` or ``sim`` elsewhere. <phase> is ``learn``, and ``drift`` when protocol.t0 is set. Histogram
 counts are per class, y = +1 (the
 first of task.classes) then y = −1; driftsim.analysis.decode says what every accuracy measures. Arrays with a
-time axis are chunked along it; arrays are gzip-compressed with the shuffle filter.
+time axis are chunked along it; arrays are gzip-compressed with the shuffle filter and a fletcher32 checksum.
 
 Every axis is named by an HDF5 dimension scale (driftsim.io.axes): time axes by their group's ``t``
 (decode and hist groups hold a copy (+) of their phase's ``t``), index axes by root coordinates (+)
