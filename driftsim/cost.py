@@ -130,7 +130,10 @@ def check_estimate(conf, est: Estimate) -> None:
                 f"networks of model.width={m.width})", "limits.max_steps", lim.max_steps)
     budget = lim.max_memory_gb if lim.max_memory_gb is not None else default_memory_gb()
     if est.memory_gb > budget:
-        sizes = f"P + Q = {est.points} points of N0 = {input_dim(conf.task)} inputs"
+        t = conf.task
+        keys = f"task.n_train={t.n_train}" if t.name == "synthetic" else f"task.n_per_class={t.n_per_class}, " \
+            f"task.n_test={t.n_test}"
+        sizes = f"P + Q = {est.points} points ({keys}) of N0 = {input_dim(t)} inputs"
         if conf.mode in ("sim", "both"):
             sizes += f", sim.ensemble={s.ensemble} networks of model.width={m.width}, model.depth={m.depth}"
         key = "limits.max_memory_gb" if lim.max_memory_gb is not None else \

@@ -124,6 +124,7 @@ def test_non_finite_results_and_failed_factorisations_name_the_keys():
     (["mode=sim", "model.width=1000000000000"], r"GB of memory .*model.width=1000000000000.*limits.max_memory_gb"),
     (["mode=sim", "sim.ensemble=1000000000000"], r"GB of memory .*sim.ensemble=1000000000000"),
     (["task.n_train=1000000"], r"GB of memory for P \+ Q = 1000001 points.*raise limits.max_memory_gb"),
+    (["task=mnist", "task.n_per_class=1000000"], r"P \+ Q = 2000100 points \(task.n_per_class=1000000, task.n_test=100\)"),
     (["mode=sim", "limits.max_steps=100"], r"1\.2\d*e\+03 simulation steps .*limits.max_steps=100"),
     (["limits.max_memory_gb=1e-6"], r"GB of memory .*more than limits.max_memory_gb=1e-06"),
     (["limits.max_grid=10"], r"theory grid points .*more than limits.max_grid=10:"),
