@@ -107,9 +107,9 @@ def grid_points(t_end: float, h_first: float, h_max: float, growth: float) -> fl
     return math.ceil(n)
 
 
-def _refuse(what: str, key: str, limit: float) -> None:
-    raise ValueError(f"this run needs {what}, more than {key}={limit:g}: it could not finish or fit; make it "
-                     f"smaller (the keys named), or raise {key} if the machine can")
+def _refuse(what: str, key: str, limit: float, note: str = "") -> None:
+    raise ValueError(f"this run needs {what}, more than {key}={limit:.3g}{note}: it could not finish or fit; make "
+                     f"it smaller (the keys named), or raise {key} if the machine can")
 
 
 def check_estimate(conf, est: Estimate) -> None:
@@ -136,9 +136,8 @@ def check_estimate(conf, est: Estimate) -> None:
         sizes = f"P + Q = {est.points} points ({keys}) of N0 = {input_dim(t)} inputs"
         if conf.mode in ("sim", "both"):
             sizes += f", sim.ensemble={s.ensemble} networks of model.width={m.width}, model.depth={m.depth}"
-        key = "limits.max_memory_gb" if lim.max_memory_gb is not None else \
-            f"limits.max_memory_gb (unset: {MEMORY_FRACTION:g} of this machine's RAM)"
-        _refuse(f"about {est.memory_gb:.3g} GB of memory for {sizes}", key, budget)
+        note = "" if lim.max_memory_gb is not None else f" (unset: {MEMORY_FRACTION:g} of this machine's RAM)"
+        _refuse(f"about {est.memory_gb:.3g} GB of memory for {sizes}", "limits.max_memory_gb", budget, note)
 
 
 def check_grid(conf, est: Estimate, h_first: float) -> Estimate:
