@@ -267,6 +267,8 @@ class DriftsimConfig:
         require(self.protocol.freeze == "readout" or self.mode == "sim", "protocol.freeze", self.protocol.freeze,
                 "'readout' unless mode=sim (the theory covers the frozen readout only)")
         check_t0(self.protocol.t0, self.dynamics.t_end)
+        require(self.protocol.t0 is not None or self.protocol.t_drift is None, "protocol.t_drift",
+                self.protocol.t_drift, "unset when protocol.t0 is unset (there is no drift phase to last)")
         check_activity_units(self.sim.activity_units, self.model.width)
         self.observe.check_against(self.model, self.sim, self.mode, drift=self.protocol.t0 is not None)
 

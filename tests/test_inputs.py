@@ -56,6 +56,7 @@ def test_unknown_key_of_an_image_task_names_its_own_keys():
     (["seed=100000000000000000000"], r"seed=100000000000000000000 is not allowed: an integer in \[0, 2\*\*63\)"),
     (["dynamics.scheme=mpl", "dynamics.lam=0.001"], r"dynamics.lam=0.001 is not allowed: a number > 0.2 \(γ"),
     (["mode=both", "sim.activity_units=100", "model.width=8"], r"sim.activity_units=100 .*\[0, model.width=8\]"),
+    (["protocol.t0=null", "protocol.t_drift=50"], r"protocol.t_drift=50.0 is not allowed: unset when protocol.t0 is unset"),
     (["dynamics.t_max=1e-20"], r"dynamics.t_max=1e-20 is not allowed: unset or a time >= 0.0001"),
     (["dynamics.t_max=inf"], r"dynamics.t_max=inf is not allowed: a positive finite number"),
 ])
