@@ -168,3 +168,17 @@ def test_limits_do_not_change_what_a_run_computes(run_driftsim, tmp_path):
     assert run_driftsim("experiment=debug", f"out={out}")[1]
     # a complete run of the same config is kept whatever the limits: they are not compared
     assert run_driftsim("experiment=debug", "limits.max_grid=1e8", "limits.max_memory_gb=100", f"out={out}") == (out, False)
+
+
+def test_a_non_finite_covariance_names_the_keys(monkeypatch):
+    from driftsim.theory import covariance
+    from driftsim.theory.kernels import KernelModel
+    task = synthetic_task(n_train=4)
+    prior = Prior(T=0.2, sigma=1.0, sigma0=1.0)
+    # a NaN where the covariance's prior part arises stands for any overflow inside
+    monkeypatch.setattr(KernelModel, "prior_cov", lambda self, *a: torch.full((4, 5, 5), float("nan"),
+                                                                               dtype=torch.float64))
+    with pytest.raises(NumericalError, match=r"the predictor's covariance .* not finite .*dynamics.T=0.2, dynamics."
+                                             r"sigma=1, dynamics.sigma0=1, model.depth=1"):
+        covariance.predictor_covariance(task.x_train, task.x_test, depth=1, activation="relu", prior=prior,
+                                        t_learn=record_times(5.0, 3), tol=1e-3)
