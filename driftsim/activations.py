@@ -111,12 +111,15 @@ def _linear_expect(qa: Tensor, qb: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _relu_expect(qa: Tensor, qb: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    norm = (qa * qb).clamp_min(0).sqrt()
-    cos = torch.where(norm > 0, c / norm.clamp_min(1e-300), torch.zeros_like(c)).clamp(-1.0, 1.0)
-    theta = torch.arccos(cos)
-    k = norm / (2 * math.pi) * (torch.sin(theta) + (math.pi - theta) * cos)
-    kp = (math.pi - theta) / (2 * math.pi)
-    return k, kp
+    # the square roots and their inverses on the variances (one per point), then in-place ops on the
+    # [B, p, q] arrays: half the full-size temporaries, the kernels' largest cost (benchmarks/README.md "Scale")
+    sa, sb = qa.clamp_min(0).sqrt(), qb.clamp_min(0).sqrt()
+    ia = torch.where(sa > 0, 1 / sa.clamp_min(1e-300), torch.zeros_like(sa))
+    ib = torch.where(sb > 0, 1 / sb.clamp_min(1e-300), torch.zeros_like(sb))
+    cos = (c * ia * ib).clamp_(-1.0, 1.0)  # 0 where a variance is 0
+    kp = torch.arccos(cos).neg_().add_(math.pi)  # π − θ
+    k = torch.addcmul(torch.sqrt(torch.clamp_(1 - cos * cos, min=0.0)), kp, cos).mul_(sa * sb).div_(2 * math.pi)
+    return k, kp.div_(2 * math.pi)
 
 
 def _erf_expect(qa: Tensor, qb: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:

@@ -9,10 +9,12 @@ and/or Langevin ensembles (mode sim/both, §8)
 drift metrics (analysis/metrics.py) and the infinite-population predictions (theory/population.py)
 → the run file (io/store.py, schema driftsim/1).
 
-The file is ``out``, resolved against the directory the command was started in, or driftsim.h5 in the
-job's Hydra output folder. A complete file of the same config is kept and the job skipped, so a sweep
-re-run with the same ``hydra.sweep.dir`` does only what is missing; ``overwrite=true`` recomputes.
-Every job writes its own file atomically, so a failing job of a sweep loses no other job's file.
+The file is ``out`` (driftsim.io.output.target: ``~`` expanded, relative to the directory the command was
+started in, driftsim.h5 inside it for a folder), or driftsim.h5 in the job's Hydra output folder. It is
+claimed before any work (folder created, writable, no other run writing it: driftsim.io.output.claim). A
+complete file of the same config is kept and the job skipped, so a sweep re-run with the same
+``hydra.sweep.dir`` does only what is missing; ``overwrite=true`` recomputes, and replaces only a driftsim
+run. Every job writes its own file atomically, so a failing or interrupted job loses no other job's file.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import hydra
 import numpy as np
@@ -40,7 +43,7 @@ from .analysis.decode import decode_sim, decode_theory
 from .analysis.ridge import fixed_ridge
 from .analysis.sweeps import flat_config
 from .config import DriftsimConfig, register_configs, validate
-from .io import store
+from .io import output, store
 from .prior import Prior
 from .sim.networks import resolve_device
 from .results import Observed, PopulationTheory
@@ -57,22 +60,24 @@ __all__ = ["main", "run", "run_config", "output_path", "existing_run_differs", "
 
 log = logging.getLogger(__name__)
 register_configs()
+RUN_NAME = "driftsim.h5"  # a run's file in its job folder, or in the folder that out= names
 
 # keys that say where and how a run is written, not what it computes
 _NOT_COMPARED = ("out", "overwrite", "device", "limits.max_steps", "limits.max_grid", "limits.max_memory_gb")
 
 
 def output_path(conf: DriftsimConfig) -> Path:
-    """``out`` relative to the launch directory, or driftsim.h5 in the job's Hydra output folder."""
+    """``out`` (``~`` expanded, relative to the launch directory; a trailing ``/`` or an existing folder:
+    driftsim.h5 inside it), or driftsim.h5 in the job's Hydra output folder."""
     if conf.out is None:
-        return Path(HydraConfig.get().runtime.output_dir) / "driftsim.h5"
-    return Path(to_absolute_path(conf.out))
+        return Path(HydraConfig.get().runtime.output_dir) / RUN_NAME
+    return output.target(conf.out, base=Path(to_absolute_path(".")), name=RUN_NAME)
 
 
 def existing_run_differs(out: Path, config_yaml: str) -> Optional[str]:
     """None when ``out`` already holds a complete run of this config; otherwise why it may not be reused."""
     try:
-        stored = flat_config(store.read_run(out).config)
+        stored = flat_config(store.check_run(out))
     except store.StoreError as e:
         return str(e)
     wanted = flat_config(OmegaConf.to_container(OmegaConf.create(config_yaml)))
@@ -210,7 +215,8 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
         problem = dict(depth=conf.model.depth, activation=conf.model.activation,
                        prior=_prior(conf), t_learn=t_learn, t0=conf.protocol.t0,
                        t_drift=t_drift, tol=conf.theory.tol)
-        disc = discretise(task.x_train.to(dev), task.x_test.to(dev), covariance=conf.theory.covariance, **problem)
+        disc = discretise(task.x_train.to(dev), task.x_test.to(dev), covariance=conf.theory.covariance,
+                          memory_gb=conf.theory.memory_gb, progress=progress, **problem)
         theory = solve(task.x_train.to(dev), task.y_train.to(dev), task.x_test.to(dev), progress=progress,
                        discretisation=disc, **problem)
         log.info("theory: %d grid times, %.1f s", theory.grid_size, time.perf_counter() - start)
@@ -264,28 +270,64 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
 def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]) -> dict[str, store.Run]:
     """Compute runs in this process, as ``driftsim <overrides>`` would, one per job {name: overrides}, into
     ``folder/<name>.h5``, and read them back. A complete file of the same config is reused (as the app
-    does), so re-running a notebook costs nothing."""
+    does), so re-running a notebook costs nothing; a driftsim run of another config there is recomputed,
+    any other file refused (OutputError, "not a driftsim run")."""
     from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
 
     runs = {}
     with initialize_config_module("driftsim.conf", version_base="1.3"):
         for name, overrides in jobs.items():
-            out = Path(folder) / f"{name}.h5"
+            out = Path(os.path.expanduser(folder)) / f"{name}.h5"
             cfg = compose("config", overrides=[*overrides, f"out='{out}'"])  # quoted: names hold "="
-            config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-            if not out.exists() or existing_run_differs(out, config_yaml) is not None:
-                run(validate(cfg), config_yaml, out)
+            conf, config_yaml = validate(cfg), OmegaConf.to_yaml(cfg, resolve=True)
+            with _claimed_if_needed(out, config_yaml, overwrite=False, replace_other_config=True) as needed:
+                if needed:
+                    run(conf, config_yaml, out)
             runs[name] = store.read_run(out)
     return runs
+
+
+def _must_compute(out: Path, config_yaml: str, overwrite: bool, replace_other_config: bool) -> bool:
+    """Whether the run of ``config_yaml`` must be computed into ``out``: yes when there is no file, or with
+    ``overwrite``; no when it holds a complete run of the same config (logged); a driftsim run of another
+    config (or a remnant of one) is replaced with ``replace_other_config``, else refused (ValueError); a
+    file that is not a driftsim run is always refused (store.check_replaceable)."""
+    if not out.exists():
+        return True
+    store.check_replaceable(out)
+    if overwrite:
+        return True
+    reason = existing_run_differs(out, config_yaml)
+    if reason is None:
+        log.info("complete run already in %s: skipped (overwrite=true recomputes it)", out)
+        return False
+    if replace_other_config:
+        return True
+    raise ValueError(f"out={str(out)!r} exists and {reason}; set overwrite=true to replace it, "
+                     "or choose another out")
+
+
+@contextmanager
+def _claimed_if_needed(out: Path, config_yaml: str, **rules: bool) -> Iterator[bool]:
+    """Whether the run must be computed into ``out`` (:func:`_must_compute` with ``rules``); when it must, the
+    block runs as the only writer of ``out`` (output.claim). Reusing a complete run needs no lock (files are
+    replaced only by an atomic rename), so runs in a read-only folder of results are reused too."""
+    with output.os_errors(out):
+        needed = _must_compute(out, config_yaml, **rules)
+    if not needed:
+        yield False
+        return
+    with output.claim(out):  # decided again as the only writer: another run may have just finished
+        yield _must_compute(out, config_yaml, **rules)
 
 
 def run_config(cfg: DictConfig, progress: bool = False) -> tuple[Path, bool]:
     """One job of the ``driftsim`` command in this process, from a composed config (``hydra.compose``).
 
-    Validates ``cfg`` (every range check of driftsim.config), then computes its run and writes it to
-    ``out`` (:func:`output_path`), unless ``out`` already holds a complete run of the same config: that
-    file is kept and the job skipped.
+    Validates ``cfg`` (every range check of driftsim.config), claims ``out`` (:func:`output_path`; its
+    folder created, writable, no other run writing it: driftsim.io.output.claim) before any work, then
+    computes the run and writes it there, unless ``out`` already holds a complete run of the same config:
+    that file is kept and the job skipped.
 
     Parameters
     ----------
@@ -304,20 +346,20 @@ def run_config(cfg: DictConfig, progress: bool = False) -> tuple[Path, bool]:
     Raises
     ------
     ValueError
-        A value out of range, or ``out`` holding something else while ``overwrite`` is false.
+        A value out of range, or ``out`` holding something else while ``overwrite`` is false;
+        ``output.OutputError`` (a ValueError): ``out`` cannot be written, another run is writing it, or it
+        holds a file that is not a driftsim run.
+    output.Interrupted
+        Ctrl-C (a KeyboardInterrupt): nothing was written, no partial file is left.
     """
     conf: DriftsimConfig = validate(cfg)  # unknown keys and every range check of driftsim.config
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     out = output_path(conf)
-    if out.exists() and not conf.overwrite:
-        reason = existing_run_differs(out, config_yaml)
-        if reason is None:
-            log.info("complete run already in %s: skipped (overwrite=true recomputes it)", out)
+    with _claimed_if_needed(out, config_yaml, overwrite=conf.overwrite, replace_other_config=False) as needed:
+        if not needed:
             return out, False
-        raise ValueError(f"out={str(out)!r} exists and {reason}; set overwrite=true to replace it, "
-                         "or choose another out")
-    start = time.perf_counter()
-    path = run(conf, config_yaml, out, progress=progress)
+        start = time.perf_counter()
+        path = run(conf, config_yaml, out, progress=progress)
     log.info("wrote %s (%.1f s)", path, time.perf_counter() - start)
     return path, True
 
@@ -334,4 +376,7 @@ def main(cfg: DictConfig) -> str:
             raise
         print(f"driftsim: error: {e}", file=sys.stderr)  # one clear line, no traceback
         sys.exit(2)
+    except KeyboardInterrupt as e:  # Ctrl-C: output.Interrupted says what became of the file
+        print(f"driftsim: {e or 'interrupted'}", file=sys.stderr)
+        sys.exit(130)
     return str(path)

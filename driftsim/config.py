@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .activations import get_activation
+from .io.output import job_folder
 from .sim.networks import SIM_DTYPES
 from .sim.schemes import SCHEMES
 from .sim.simulate import FREEZES
@@ -159,10 +160,14 @@ class TheoryConfig:
     covariance: bool = False
     # training and test points (each, evenly spread over the set) whose covariance is computed
     covariance_points: int = 8
+    # memory budget of the expansion and the Volterra solve, GB; null: half the free memory of the device. A
+    # problem that cannot fit is refused before the work, naming the largest P that fits (theory/memory.py)
+    memory_gb: Optional[float] = None
 
     def __post_init__(self):
         check_tol(self.tol)
         integer("theory.covariance_points", self.covariance_points, 1)
+        positive("theory.memory_gb", self.memory_gb, optional=True)
 
 
 @dataclass
@@ -282,9 +287,12 @@ class DriftsimConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas and the ``driftsim.t_end`` resolver with Hydra; conf/*.yaml files extend them."""
+    """Register the schemas and the ``driftsim.t_end`` and ``driftsim.job_folder`` (a sweep job's folder,
+    driftsim.io.output.job_folder) resolvers with Hydra; conf/*.yaml files extend them."""
     if not OmegaConf.has_resolver("driftsim.t_end"):
         OmegaConf.register_new_resolver("driftsim.t_end", _end_of_learning)
+    if not OmegaConf.has_resolver("driftsim.job_folder"):
+        OmegaConf.register_new_resolver("driftsim.job_folder", job_folder)
     cs = ConfigStore.instance()
     cs.store(name="driftsim_schema", node=DriftsimConfig)
     cs.store(group="task", name="synthetic_schema", node=SyntheticTaskConfig)

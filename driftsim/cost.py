@@ -64,8 +64,9 @@ def _points(task) -> tuple[int, int]:
 def estimate(conf) -> Estimate:
     """The cost of a validated :class:`driftsim.config.DriftsimConfig` from its keys alone (no grid yet).
 
-    Memory counts float64 copies of the task's inputs (host and device), the theory's (P+Q)² kernels and
-    expansions (a dozen of them), and per simulated network its weights four times over (weights, gradient,
+    Memory counts float64 copies of the task's inputs (host and device), the theory's (P+Q)² kernels (a few of
+    them; its expansion and Volterra solve are checked against theory.memory_gb by theory/memory.py), and per
+    simulated network its weights four times over (weights, gradient,
     noise, prefetched noise), one layer's activations on every point, and the recorded predictors and
     hidden activity of both phases.
     """
@@ -75,7 +76,7 @@ def estimate(conf) -> Estimate:
     n_rec = 2 * (conf.record.n_times + 1)  # both phases
     memory = 2 * 8.0 * X * n0
     if conf.mode in ("theory", "both"):
-        memory += 12 * 8.0 * X * X
+        memory += 4 * 8.0 * X * X
     steps = weights = 0.0
     if conf.mode in ("sim", "both"):
         dt = 1 / d.lam if d.scheme == "mpl" else d.dt
@@ -150,18 +151,15 @@ def check_grid(conf, est: Estimate, h_first: float) -> Estimate:
     ValueError
         Naming the estimate, the keys that set it and ``limits.max_grid``.
     """
-    from .theory.discretisation import GRID_GROWTH, GRID_MAX, TAU_MIN_FRACTION
-    from .theory.expansion import n_rates
+    from .theory.discretisation import GRID_GROWTH, GRID_MAX
 
     d, tol = conf.dynamics, conf.theory.tol
     t_end = d.t_end
     n = grid_points(t_end, h_first, GRID_MAX * math.sqrt(tol) / d.gamma, GRID_GROWTH * math.sqrt(tol))
     n += 2 * (conf.record.n_times + 1) + 1  # recorded times and t0, merged in
-    # the expansion's fit: two-time kernels [8 K lags, P+Q, P] (theory/expansion.py), a few copies of them
-    P = _points(conf.task)[0]
-    fit = 6 * 8.0 * 8 * n_rates(d.gamma, TAU_MIN_FRACTION * h_first) * est.points * P
-    est = Estimate(steps=est.steps, weights=est.weights, grid=n,
-                   memory_gb=est.memory_gb + (4 * 8.0 * n * est.points + fit) / 1e9, points=est.points)
+    # the expansion and the Volterra solve have their own budget, theory.memory_gb (theory/memory.py)
+    est = Estimate(steps=est.steps, weights=est.weights, grid=n, memory_gb=est.memory_gb + 4 * 8.0 * n * est.points
+                   / 1e9, points=est.points)
     if n > conf.limits.max_grid:
         _refuse(f"{n:.3g} theory grid points for P + Q = {est.points} points, grid × P² = {n * est.points ** 2:.3g} "
                 f"(dynamics.t_max={t_end:g} at γ = T/σ² = {d.gamma:.3g}, theory.tol={tol:g}, first step "

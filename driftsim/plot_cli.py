@@ -13,14 +13,15 @@ from typing import Optional, Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, none opened
-from .io import store  # noqa: E402
+from .io import output, store  # noqa: E402
 from .analysis.plots import save_figures, standard_figures  # noqa: E402
 
 __all__ = ["main"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``driftsim-plot FILE [--out DIR]``; prints the paths written, exit 2 on a bad file."""
+    """Entry point of ``driftsim-plot FILE [--out DIR]``; prints the paths written, exit 2 (one line) on a
+    bad file or an ``--out`` that is a file or cannot be written."""
     parser = argparse.ArgumentParser(prog="driftsim-plot", description="Write the standard figures of one "
                                      "driftsim run file (HDF5, schema driftsim/1) as PNG.")
     parser.add_argument("file", type=Path, help="a driftsim run file (driftsim.h5)")
@@ -28,11 +29,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         run = store.read_run(args.file)
-    except (FileNotFoundError, store.StoreError) as e:
+        out = output.folder(args.out if args.out is not None else args.file.parent)
+        with output.os_errors(out):
+            paths = save_figures(standard_figures(run), out, prefix=f"{args.file.stem}_")
+    except (FileNotFoundError, store.StoreError, output.OutputError) as e:
         print(f"driftsim-plot: error: {e}", file=sys.stderr)
         return 2
-    out = args.out if args.out is not None else args.file.parent
-    for path in save_figures(standard_figures(run), out, prefix=f"{args.file.stem}_"):
+    for path in paths:
         print(path)
     return 0
 

@@ -1,8 +1,8 @@
 """The ``driftsim`` command end to end (DESIGN.md config keys and HDF5 layout): the default run, output
-paths, skipping complete runs, sweeps with the basic, joblib and submitit launchers, a failing job that
-loses no other job's file, and drift decoding on MNIST 0/1 (SPEC §6.4). The command itself is launched
-for the default run and one sweep; the other sweeps run in this process through Hydra's sweeper and
-launchers, single jobs through ``app.run_config``."""
+paths, skipping complete runs, sweeps with the basic, joblib and submitit launchers and their job
+folders, a failing job that loses no other job's file, and drift decoding on MNIST 0/1 (SPEC §6.4). The
+command itself is launched for the default run and one sweep; the other sweeps run in this process
+through Hydra's sweeper and launchers, single jobs through ``app.run_config``."""
 from __future__ import annotations
 
 import re
@@ -113,6 +113,15 @@ def test_sweep_writes_four_files_collects_and_resumes(tmp_path, sweep, launcher)
         stamps = [f.stat().st_mtime_ns for f in files]
         with sweep(folder, *args):  # a re-run finds every file complete and recomputes nothing
             assert [f.stat().st_mtime_ns for f in files] == stamps
+
+
+def test_sweep_job_folders_are_named_by_their_overrides_and_collected(tmp_path, sweep):
+    """hydra.sweep.subdir is driftsim.io.output.job_folder of the overrides (its odd cases: tests/test_writing.py)."""
+    folder = tmp_path / "sweep"
+    with sweep(folder, "experiment=debug", "seed=0,1", "task.classes=[4,9]", "task=digits"):
+        names = sorted(p.parent.relative_to(folder).as_posix() for p in folder.rglob("driftsim.h5"))
+        assert names == [f"experiment=debug,seed={s},task.classes=[4,9],task=digits" for s in (0, 1)]
+        assert sorted(sweeps.collect(folder)["seed"].unique()) == [0, 1]
 
 
 def test_a_failing_job_loses_no_other_jobs_file(tmp_path):

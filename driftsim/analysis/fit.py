@@ -34,9 +34,9 @@ from scipy.stats import bootstrap
 from ..io.store import PathLike, read_run
 from ..observe import record
 from ..prior import Prior
+from ..responses import as_responses, check_responses
 from ..theory.population import sample_units, stationary_pv_correlation
-from .metrics import as_responses, check_responses
-from .sweeps import _run_files, flat_config
+from .sweeps import flat_config, run_files
 
 __all__ = [
     "CEILINGS",
@@ -351,7 +351,7 @@ def rank(recording: xr.DataArray, runs: PathLike | Iterable[PathLike], *, ceilin
     ``ceiling``, ``gamma_model`` = T/σ² of the run (per model time unit) and ``time_scale`` = gamma /
     gamma_model, the model time units per unit of recorded time that make the run drift like the data.
     """
-    files = _run_files(runs)
+    files = run_files(runs)
     loaded = [read_run(f) for f in files]
     flat = [flat_config(r.config) for r in loaded]
     keys = [k for k in sorted(set().union(*flat)) if k not in ("out", "seed") and len({repr(f.get(k)) for f in flat}) > 1]

@@ -10,9 +10,12 @@ import pandas as pd
 
 from ..io.store import PathLike, Run, read_run
 
-__all__ = ["collect", "flat_config"]
+__all__ = ["collect", "flat_config", "run_files"]
 
-def _run_files(sources: Union[PathLike, Iterable[PathLike]]) -> list[Path]:
+
+def run_files(sources: Union[PathLike, Iterable[PathLike]]) -> list[Path]:
+    """The run files of ``sources``: files as given, folders searched for ``*.h5`` (a multirun folder);
+    FileNotFoundError when there are none."""
     items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     files = []
     for item in map(Path, items):
@@ -71,7 +74,7 @@ def collect(sources: Union[PathLike, Iterable[PathLike]], keys: Optional[list[st
     run × source × phase × time × point: ``split`` (train, test), ``point``, ``y``, ``f`` (mean
     predictor) and ``f_sd`` (spread over the simulated networks; 0 for theory).
     """
-    runs = [read_run(f) for f in _run_files(sources)]
+    runs = [read_run(f) for f in run_files(sources)]
     flat = [flat_config(r.config) for r in runs]
     if keys is None:
         all_keys = sorted(set().union(*flat))

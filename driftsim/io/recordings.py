@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import xarray as xr
 
+from ..responses import as_responses, check_responses
 from .store import PathLike, check_run
 
 __all__ = ["TIME_UNITS", "load_recording", "observed_sources", "recording_from_run", "write_netcdf"]
@@ -91,10 +92,10 @@ def load_recording(path: PathLike | Iterable[PathLike], *, series: str | None = 
     Returns
     -------
     xarray.DataArray
-        (session, cell, stimulus[, trial]) float64, validated by driftsim.analysis.metrics.check_responses;
-        cells without a response in every session are left out (attrs ``cells_dropped``).
+        (session, cell, stimulus[, trial]) float64, validated by driftsim.responses.check_responses (the
+        metrics' own check: what passes, they take); cells without a response in every session are left
+        out (attrs ``cells_dropped``).
     """
-    from ..analysis.metrics import check_responses  # the metrics' own check: what passes, they take
 
     paths = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
     if not paths:
@@ -128,7 +129,6 @@ def recording_from_run(path: PathLike, source: str, network: int) -> xr.DataArra
     """One observed network of a run (/observe/<source>/responses [S, A, C, X, R], DESIGN.md "Drift metrics
     and recordings") as a recording: stimuli are the task's inputs, training points first, labelled by
     /task/y_train then /task/y_test; session times are drift times since the freeze, in model time units."""
-    from ..analysis.metrics import as_responses
 
     sources = observed_sources(path)
     if source not in sources:

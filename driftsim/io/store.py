@@ -62,9 +62,11 @@ Every axis is named by an HDF5 dimension scale (driftsim.io.axes): time axes by 
 ``train_point``, ``test_point``, ``point``, ``network``, ... = 0..n−1, so that ``xarray.open_dataset(path,
 group=..., engine="h5netcdf")`` gives labelled arrays (driftsim.io.labelled).
 
-A run is written to ``.<name>.partial`` in the target's folder and renamed onto the final name
-(``os.replace``) only once complete and synced, so a crash or a kill never leaves a half-written file
-under the final name; the next run overwrites the leftover.
+A run is written through driftsim.io.output: to ``.<name>.partial`` in the target's folder, under a lock
+that admits one writer per target, and renamed onto the final name (``os.replace``) only once complete and
+synced, so a crash, a kill or Ctrl-C never leaves a half-written file under the final name (the next run
+removes a killed run's leftover). A file already at the target is replaced only when it is a driftsim run
+(:func:`check_replaceable`): never a user's own file.
 """
 from __future__ import annotations
 
@@ -84,8 +86,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .. import __version__
 from .axes import label_axes
+from .output import OutputError, atomic, checkpoint
 
-__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "read_run", "check_run", "is_complete"]
+__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "read_run", "check_run", "is_complete",
+           "is_run_file", "check_replaceable"]
 
 SCHEMA = "driftsim/1"
 _CHUNK_BYTES = 1 << 18  # ~256 KiB chunks: whole small arrays, a few time slices of large ones
@@ -141,6 +145,7 @@ def _numpy(x) -> np.ndarray:
 
 def _put(group: h5py.Group, name: str, value, timed: bool = False) -> None:
     """Store one array; ``timed``: its first axis is time, chunk along it."""
+    checkpoint()  # a Ctrl-C during the write stops it here, between datasets
     a = _numpy(value)
     if a.size == 0 or a.ndim == 0:  # nothing to chunk or compress
         group.create_dataset(name, data=a)
@@ -257,32 +262,27 @@ def write_run(path: PathLike, *, config: str, seed: int, task, theory=None, sim=
     ``TheoryResult``; sim: a ``SimResult``; decoding: {(source, phase): ``decode.PhaseDecoding``};
     versions: {library: version} recorded besides python, numpy, torch and h5py. Returns the final path.
     observed: {source: ``results.Observed``}; population: a ``results.PopulationTheory``.
+
+    Raises OutputError when ``path`` cannot be written (nothing is then left behind), another process
+    writes it, or a file there is not a driftsim run; Ctrl-C removes the partial file
+    (``output.Interrupted``).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f".{final.name}.partial")
-    try:
-        with h5py.File(partial, "w") as h5:
-            h5.attrs["schema"] = SCHEMA
-            h5.attrs["driftsim_version"] = __version__
-            h5.attrs["config"] = config
-            h5.attrs["seed"] = int(seed)
-            h5.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            h5.attrs["versions"] = _versions(versions or {})
-            _write_task(h5, task)
-            if theory is not None:
-                _write_theory(h5, theory)
-            if sim is not None:
-                _write_sim(h5, sim)
-            _write_decoding(h5, decoding or {})
-            _write_observed(h5, observed or {}, population)
-            label_axes(h5)
-        with open(partial, "rb+") as fh:  # on disk before the rename makes it visible
-            os.fsync(fh.fileno())
-        os.replace(partial, final)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic(final, before_replace=check_replaceable) as partial, h5py.File(partial, "w") as h5:
+        h5.attrs["schema"] = SCHEMA
+        h5.attrs["driftsim_version"] = __version__
+        h5.attrs["config"] = config
+        h5.attrs["seed"] = int(seed)
+        h5.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        h5.attrs["versions"] = _versions(versions or {})
+        _write_task(h5, task)
+        if theory is not None:
+            _write_theory(h5, theory)
+        if sim is not None:
+            _write_sim(h5, sim)
+        _write_decoding(h5, decoding or {})
+        _write_observed(h5, observed or {}, population)
+        label_axes(h5)
     return final
 
 
@@ -549,3 +549,28 @@ def is_complete(path: PathLike) -> bool:
         return True
     except (FileNotFoundError, StoreError):
         return False
+
+
+def is_run_file(path: PathLike) -> bool:
+    """True when ``path`` holds a driftsim run, complete or not: an HDF5 file whose root attribute
+    ``schema`` names a driftsim schema, or an HDF5 file too damaged to open (truncated) whose header still
+    holds the schema (written first, in the file's first kilobytes)."""
+    path = Path(path)
+    if not path.is_file() or not h5py.is_hdf5(path):
+        return False
+    try:
+        with h5py.File(path, "r") as h5:
+            return str(h5.attrs.get("schema", "")).startswith("driftsim/")
+    except OSError:
+        with open(path, "rb") as fh:
+            return b"driftsim/" in fh.read(1 << 16)
+
+
+def check_replaceable(path: PathLike) -> None:
+    """Refuse (OutputError) to replace ``path`` when it exists and is not a driftsim run (:func:`is_run_file`):
+    overwrite=true replaces runs and their remnants only, never a user's own file."""
+    path = Path(path)
+    if path.exists() and not is_run_file(path):
+        kind = "an HDF5 file without a driftsim schema" if h5py.is_hdf5(path) else "not an HDF5 file"
+        raise OutputError(f"not a driftsim run: {path} ({kind}); driftsim replaces only its own run files, "
+                          "even with overwrite=true: move the file or choose another out")

@@ -15,7 +15,8 @@ from torch import Tensor
 from ..activations import Activation
 from ..prior import Prior
 from ..times import check_times
-from .expansion import Expansion, expand
+from .expansion import U_NODES, Expansion, expand, fit_lags, rates
+from .memory import check_budget
 from ..validation import check_freeze, check_inputs, check_rate_ratio, check_tol
 from .kernels import KernelModel
 from .volterra import graded_grid
@@ -50,6 +51,9 @@ def grid_for(model: KernelModel, x_train: Tensor, t_end: float, tol: float, incl
     h_first = first_step(model, x_train, tol)
     return graded_for(t_end, h_first, model.prior.gamma, tol, tol, include), h_first
 
+
+# blocks of the kernel fit beyond this are no faster, only larger
+BLOCK_BYTES = 2**29
 
 # the expansion resolves lags down to this fraction of the grid's first step
 TAU_MIN_FRACTION = 0.1
@@ -156,9 +160,24 @@ def _check_protocol(t_learn: Tensor, t0: Optional[float], t_drift: Optional[Tens
     return check_times("t_drift", t_drift)
 
 
+def _budget(model: KernelModel, x_train: Tensor, q: int, lam_max: float, tol: float, parts: int,
+            memory_gb: Optional[float], lam_at_most: float) -> float:
+    """theory/memory.check_budget for the expansion that ``lam_max`` (λ_max(K_ntk), or a lower bound) implies;
+    ``lam_at_most`` bounds λ_max of any smaller problem (for the largest P the refusal names)."""
+    gamma, stationary = model.prior.gamma, model.prior.sigma0 == model.prior.sigma
+
+    def count(lam: float) -> tuple[int, int]:
+        tau_min = TAU_MIN_FRACTION * GRID_FIRST * math.sqrt(tol) / lam
+        return rates(gamma, tau_min).numel(), fit_lags(gamma, tau_min)
+
+    (k, lags), (k_most, lags_most) = count(lam_max), count(lam_at_most)
+    return check_budget(x_train.shape[0], q, k, 1 if stationary else U_NODES, parts, max(lags, lags_most),
+                        memory_gb, x_train.device, rates_at_most=k_most)
+
+
 def discretise(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union[str, Activation], prior: Prior,
                t_learn: Tensor, t0: Optional[float] = None, t_drift: Optional[Tensor] = None, tol: float = 1e-4,
-               covariance: bool = False) -> Discretisation:
+               covariance: bool = False, memory_gb: Optional[float] = None, progress: bool = False) -> Discretisation:
     """SPEC §11 grid for accuracy ``tol`` through the recorded times and t0, with the expansion of the NDK
     (SPEC §3.2, expansion.py) over all points and, if ``covariance``, that of K_GP (§3.1) fitted from the
     same kernel samples, to pass to ``mean.solve`` and ``covariance.predictor_covariance``.
@@ -170,6 +189,12 @@ def discretise(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union
     covariance : bool
         Also expand K_GP, which the covariance needs when σ0 ≠ σ (with σ0 = σ it follows from the NDK's
         by fluctuation–dissipation and is not fitted).
+    memory_gb : float, optional
+        The memory budget (``theory.memory_gb``; None: half the free memory of the device). A problem whose
+        expansion cannot fit is refused before any P²-sized work (theory/memory.py); the kernel samples of
+        the fit take what the budget leaves.
+    progress : bool
+        Show the kernel fit's progress bar.
 
     Returns
     -------
@@ -187,14 +212,23 @@ def discretise(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union
     model = KernelModel(activation, depth, prior)
     device = x_train.device
     x_train, x_test = (a.to(device=device, dtype=torch.float64) for a in (x_train, x_test))
+    with_kgp = covariance and prior.sigma0 != prior.sigma
+    parts = ("ndk", "kgp") if with_kgp else ("ndk",)
+    # before anything P²-sized: λ_max ≥ max K_ntk(x, x) bounds the rates from below, so a problem refused
+    # here is too large whatever λ_max is (and λ_max ≤ trace ≤ P max K_ntk(x, x) bounds those of any smaller
+    # problem); then the exact check once λ_max is known (a principal submatrix's λ_max is smaller: it bounds
+    # the smaller problems). The fit's samples take what is left, in blocks of at most BLOCK_BYTES
+    q, diagonal = x_test.shape[0], float(model.ntk_diagonal(x_train).max())
+    _budget(model, x_train, q, diagonal, tol, len(parts), memory_gb, x_train.shape[0] * diagonal)
     include = torch.cat([t_learn, torch.tensor([t0 if t0 is not None else 0.0], dtype=torch.float64)])
     t, h_first = grid_for(model, x_train, float(t_learn[-1]), tol, include)
+    lam_max = GRID_FIRST * math.sqrt(tol) / h_first
+    block = _budget(model, x_train, q, lam_max, tol, len(parts), memory_gb, lam_max)
     t = t.to(device)
     t_span = float(t_learn[-1]) + (float(tau.max()) if t0 is not None else 0.0)
     tau_min = TAU_MIN_FRACTION * h_first
-    with_kgp = covariance and prior.sigma0 != prior.sigma
     ndk, *kgp = expand(model, torch.cat([x_train, x_test]), x_train, t_span=t_span, tau_min=tau_min,
-                       parts=("ndk", "kgp") if with_kgp else ("ndk",))
+                       parts=parts, block_bytes=min(block, BLOCK_BYTES), progress=progress)
     rec = torch.searchsorted(t, t_learn.to(device))
     i0 = int(torch.searchsorted(t, torch.tensor(float(t0 or 0.0), dtype=t.dtype, device=device)))
     return Discretisation(model=model, x_train=x_train, x_test=x_test, t_learn=t_learn, t0=t0, t_drift=tau,

@@ -24,17 +24,19 @@ import numpy as np
 import torch
 from scipy.interpolate import BarycentricInterpolator
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .kernels import KernelModel
 
-__all__ = ["Expansion", "expand"]
+__all__ = ["Expansion", "expand", "block_rows", "fit_lags", "rates", "DOUBLES_PER_SAMPLE", "U_NODES"]
 
 
 @dataclass(frozen=True)
 class Expansion:
     """H(ρ, u; xa, xb) ≈ Σ_k Σ_m coef[k, m] ρ^{alpha[k]} ℓ_m(u), with alpha[0] = 0 (the mean kernel).
 
-    alpha: [K]; u_nodes: [M]; coef: [K, M, p, q]; fit_error: max |H − fit| on validation lags.
+    alpha: [K]; u_nodes: [M]; coef: [K, M, p, q]; fit_error: max |H − fit| on validation lags (between the
+    fitting lags) for up to 64 rows of xa spread over it, every column.
     """
     alpha: Tensor
     u_nodes: Tensor
@@ -60,16 +62,10 @@ class Expansion:
         return torch.as_tensor(interp(u.cpu().numpy()), dtype=u.dtype, device=u.device)
 
 
-def n_rates(gamma: float, tau_min: float, per_decade: int = 6) -> int:
-    """K, the number of rates of the expansion's α ladder for lags resolved down to ``tau_min``."""
-    top = max(1.0 / (gamma * tau_min), 10.0)
-    return 5 + max(2, int(math.ceil(per_decade * math.log10(top / 5.0))))
-
-
-def _rates(gamma: float, tau_min: float, per_decade: int) -> Tensor:
+def rates(gamma: float, tau_min: float, per_decade: int = 6) -> Tensor:
     """α ladder: 0 (mean kernel), 1..4, then log-spaced from 5 to 1/(γ τ_min)."""
     top = max(1.0 / (gamma * tau_min), 10.0)
-    n_log = n_rates(gamma, tau_min, per_decade) - 5
+    n_log = max(2, int(math.ceil(per_decade * math.log10(top / 5.0))))
     return torch.cat([torch.arange(0, 5, dtype=torch.float64),
                       torch.logspace(math.log10(5.0), math.log10(top), n_log, dtype=torch.float64)])
 
@@ -94,8 +90,28 @@ def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor
     return torch.cat([c_s * tt.k if part == "kgp" else tt.k + rho * c_s * tt.kp * tt.g for part in parts], 2)
 
 
+U_NODES = 12  # Chebyshev nodes in u when σ0 ≠ σ
+VALIDATED_ROWS = 64
+
+# doubles alive per (pair, lag) while the kernels are evaluated and fitted (the layer recursion's temporaries;
+# measured 13 on depth 3 relu, benchmarks/README.md "Scale")
+DOUBLES_PER_SAMPLE = 16
+
+
+def fit_lags(gamma: float, tau_min: float, per_decade: int = 6) -> int:
+    """Number of lags the fit samples the kernels at (8 per rate, plus τ = 0)."""
+    return 8 * rates(gamma, tau_min, per_decade).numel() + 1
+
+
+def block_rows(p: int, q: int, lags: int, budget_bytes: float) -> int:
+    """Rows of xa per block so that the kernel samples of a block, [lags, rows, q] with their temporaries,
+    fit in ``budget_bytes`` (at least one row)."""
+    return int(max(1, min(p, budget_bytes // (8 * DOUBLES_PER_SAMPLE * lags * max(q, 1)))))
+
+
 def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: float,
-           per_decade: int = 6, u_nodes: int = 12, parts: tuple = ("ndk",)) -> tuple[Expansion, ...]:
+           per_decade: int = 6, u_nodes: int = U_NODES, parts: tuple = ("ndk",),
+           block_bytes: float = 2**30, progress: bool = False) -> tuple[Expansion, ...]:
     """Fit the expansion of H = NDK/ρ (SPEC §3.2, module docstring) and/or of A = K_GP/ρ (§3.1) for lags up
     to ``t_span`` resolved down to ``tau_min``, on the same rates and nodes, from one evaluation of the kernels.
 
@@ -113,6 +129,11 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
         Chebyshev nodes in u (one node when σ0 = σ).
     parts : tuple of str
         Which kernels to expand: "ndk" (H), "kgp" (A).
+    block_bytes : float
+        Memory for the kernel samples: the fit runs over blocks of rows of xa (:func:`block_rows`), so that
+        only the coefficients are P²-sized (the samples at every lag for every pair would be ~4,700 P² doubles).
+    progress : bool
+        Show a progress bar (with its ETA) over the blocks.
 
     Returns
     -------
@@ -131,7 +152,7 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     gamma = prior.gamma
     dev, cpu = xa.device, torch.device("cpu")
     xa_c, xb_c = xa.to(cpu, torch.float64), xb.to(cpu, torch.float64)
-    alpha = _rates(gamma, tau_min, per_decade)
+    alpha = rates(gamma, tau_min, per_decade)
     stationary = prior.sigma0 == prior.sigma
     nodes = torch.ones(1, dtype=torch.float64) if stationary else _chebyshev_nodes(u_nodes)
     lo, hi = math.log10(tau_min / 10), math.log10(max(t_span, 40.0 / gamma))
@@ -147,6 +168,12 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     coef = torch.empty(alpha.numel(), nodes.numel(), p, q * n_parts, dtype=torch.float64)
     err = torch.zeros(n_parts, dtype=torch.float64)
     m_inf = model.last_layer_mean(torch.full((1,), prior.sigma ** 2, dtype=torch.float64), xa_c)[0]
+    rows = block_rows(p, q * n_parts, tau_fit.numel(), block_bytes)
+    # the fit error on VALIDATED_ROWS rows spread over xa (every row when there are fewer): a diagnostic whose
+    # kernel samples would otherwise cost as much as the fit's
+    checked = torch.unique(torch.linspace(0, p - 1, min(p, VALIDATED_ROWS), dtype=torch.float64).round().long())
+    bar = tqdm(total=nodes.numel() * math.ceil(p / rows), desc="theory: kernel fit", unit="block",
+               disable=not progress, leave=False, mininterval=1.0)
     for m, u in enumerate(nodes.tolist()):
         # u = 0 is s = ∞: take the stationary limit at a late time instead
         s = 0.0 if stationary else (-math.log(u) / (2 * gamma) if u > 0 else 60.0 / gamma)
@@ -154,13 +181,21 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
         h0 = m_inf[:, None] * model.last_layer_mean(prior.var(su), xb_c)[0][None, :]
         # H(0, u) = m_∞ m_s and A(0, u) = C(s,s) m_∞ m_s
         h0 = torch.cat([h0 * (prior.var(su) if part == "kgp" else 1.0) for part in parts], 1)
-        target = (_h_samples(model, tau_fit, s, xa_c, xb_c, parts) - h0).reshape(tau_fit.numel(), -1)
-        sol = solver @ target  # [K-1, p*q*n_parts]
         coef[0, m] = h0
-        coef[1:, m] = sol.reshape(-1, p, q * n_parts)
-        val = (_h_samples(model, tau_val, s, xa_c, xb_c, parts) - h0).reshape(tau_val.numel(), p, n_parts, q)
-        miss = (b_val @ sol).view(-1, p, n_parts, q) - val
-        err = torch.maximum(err, miss.abs().amax((0, 1, 3)))
+        for start in range(0, p, rows):
+            blk = slice(start, min(start + rows, p))
+            b = blk.stop - blk.start
+            target = (_h_samples(model, tau_fit, s, xa_c[blk], xb_c, parts) - h0[blk]).reshape(tau_fit.numel(), -1)
+            sol = solver @ target  # [K-1, b*q*n_parts]
+            coef[1:, m, blk] = sol.reshape(-1, b, q * n_parts)
+            bar.update()
+        for start in range(0, checked.numel(), rows):
+            at = checked[start:start + rows]
+            val = (_h_samples(model, tau_val, s, xa_c[at], xb_c, parts) - h0[at]).reshape(tau_val.numel(), len(at),
+                                                                                          n_parts, q)
+            miss = (b_val @ coef[1:, m, at].reshape(alpha.numel() - 1, -1)).view(-1, len(at), n_parts, q) - val
+            err = torch.maximum(err, miss.abs().amax((0, 1, 3)))
+    bar.close()
     coefs = coef.view(alpha.numel(), nodes.numel(), p, n_parts, q).unbind(3)
     return tuple(Expansion(alpha=alpha.to(dev), u_nodes=nodes.to(dev), coef=c.contiguous().to(dev),
                            fit_error=float(e)) for c, e in zip(coefs, err))

@@ -205,6 +205,10 @@ class KernelModel:
         q_last = self.variances(c_tt, (x * x).sum(1) / x.shape[1])[-1]
         return self.activation.mean(q_last)
 
+    def ntk_diagonal(self, x: Tensor, chunk: int = 256) -> Tensor:
+        """K_ntk(x_i, x_i): [p], in blocks of ``chunk`` points (no [p, p] array)."""
+        return torch.cat([torch.diagonal(self.ntk(x[i:i + chunk], x[i:i + chunk])) for i in range(0, x.shape[0], chunk)])
+
     def max_ntk_eigenvalue(self, x: Tensor) -> float:
         """λ_max(K_ntk) on x: sets the time scale of the gradient phase (SPEC §5.2, §11).
 

@@ -172,7 +172,8 @@ def _solve(x_train: Tensor, y: Tensor, x_test: Tensor, depth: int, activation: U
     if t0 is not None:
         tau = tau.to(device)
         # SPEC §6.2 = Σ e^(−α γ τ) coef z(t0); τ → ∞ keeps the α = 0 (mean-kernel) term, SPEC §6.4
-        f_fr = torch.einsum("nk,kmap,kmp->na", torch.exp(-gamma * tau[:, None] * ex.alpha[None, :]), ex.coef, z0)
+        # coef·z0 first: the three-way einsum can hold an [n, K, M, P+Q, P] intermediate (2.4 GB at P = 400)
+        f_fr = torch.exp(-gamma * tau[:, None] * ex.alpha[None, :]) @ torch.einsum("kmap,kmp->ka", ex.coef, z0)
         check_finite("the frozen-readout predictor (SPEC §6.2)", f_fr, keys)
         f_inf = torch.einsum("map,mp->a", ex.coef[0], z0[0])
         drift = TheoryDrift(t0=float(t0), t=tau, f_train=f_fr[:, :p], f_test=f_fr[:, p:],
