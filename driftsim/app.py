@@ -36,6 +36,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from . import cost
 from . import observe as obs
 from .analysis import metrics
 from .analysis.decode import decode_sim, decode_theory
@@ -50,7 +51,8 @@ from .sim.simulate import SessionRequest, simulate
 from .tasks import make_task
 from .theory import population
 from .theory.covariance import predictor_covariance
-from .theory.discretisation import Discretisation, discretise
+from .theory.discretisation import Discretisation, discretise, first_step
+from .theory.kernels import KernelModel
 from .theory.mean import solve
 from .times import record_times
 
@@ -61,7 +63,7 @@ register_configs()
 RUN_NAME = "driftsim.h5"  # a run's file in its job folder, or in the folder that out= names
 
 # keys that say where and how a run is written, not what it computes
-_NOT_COMPARED = ("out", "overwrite", "device")
+_NOT_COMPARED = ("out", "overwrite", "device", "limits.max_steps", "limits.max_grid", "limits.max_memory_gb")
 
 
 def output_path(conf: DriftsimConfig) -> Path:
@@ -187,8 +189,14 @@ def _observe(conf: DriftsimConfig, task, units: torch.Tensor, t: torch.Tensor, s
 
 
 def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = False) -> Path:
-    """Compute one run of a validated config and write it to ``out``; returns the path."""
+    """Compute one run of a validated config and write it to ``out``; returns the path. Its cost is
+    checked against ``limits`` first (driftsim.cost), the theory's grid once the task is known."""
+    est = cost.estimate(conf)
+    cost.check_estimate(conf, est)
     task = make_task(**task_arguments(conf.task), seed=conf.seed)
+    if conf.mode in ("theory", "both"):
+        model = KernelModel(conf.model.activation, conf.model.depth, _prior(conf))
+        cost.check_grid(conf, est, first_step(model, task.x_train, conf.theory.tol))
     log.info("task %s: P=%d training, Q=%d test points, N0=%d (%s)", task.name, task.x_train.shape[0],
              task.x_test.shape[0], task.x_train.shape[1], task.source)
     dyn = conf.dynamics

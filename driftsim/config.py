@@ -22,11 +22,12 @@ from .sim.schemes import SCHEMES
 from .sim.simulate import FREEZES
 from .tasks import IMAGE_SETS, NORMALIZATIONS
 from .validation import (check_activity_units, check_depth, check_ensemble, check_image_pair_task, check_proximity,
-                         check_scales, check_seed, check_synthetic_task, check_t0, check_tol, choice, integer,
-                         positive, require)
+                         check_run_length, check_scales, check_seed, check_synthetic_task, check_t0, check_tol, choice,
+                         integer, positive, require)
 
 __all__ = ["SyntheticTaskConfig", "ImagePairTaskConfig", "ModelConfig", "DynamicsConfig", "ProtocolConfig",
-           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "ObserveConfig", "DriftsimConfig",
+           "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "ObserveConfig", "LimitsConfig",
+           "DriftsimConfig",
            "register_configs", "equilibrium_time", "check_known_keys", "validate"]
 
 EQUILIBRIUM_RELAXATIONS = 25.0  # 25 relaxation times 1/γ: e^(−25) ≈ 1e-11, the NNGP equilibrium for all purposes
@@ -102,7 +103,7 @@ class DynamicsConfig:
         for key in ("dt", "lam"):
             positive(f"dynamics.{key}", getattr(self, key))
         integer("dynamics.mpl_inner_steps", self.mpl_inner_steps, 0)
-        positive("dynamics.t_max", self.t_max, optional=True)
+        check_run_length(self.t_max)
         choice("dynamics.scheme", self.scheme, SCHEMES)
         if self.scheme == "mpl":
             check_proximity(self.lam, self.gamma)
@@ -231,6 +232,19 @@ class ObserveConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """What a run may cost before it is refused (driftsim.cost): the estimate is checked before any work."""
+    max_steps: float = 1e9  # simulation steps of one network's learning run (dynamics.t_max / dynamics.dt)
+    max_grid: float = 1e7  # time points of the theory's Volterra grid
+    max_memory_gb: Optional[float] = None  # unset: half of this machine's RAM
+
+    def __post_init__(self):
+        positive("limits.max_steps", self.max_steps)
+        positive("limits.max_grid", self.max_grid)
+        positive("limits.max_memory_gb", self.max_memory_gb, optional=True)
+
+
+@dataclass
 class DriftsimConfig:
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"task": "mnist"}])
     task: Any = None
@@ -242,6 +256,7 @@ class DriftsimConfig:
     theory: TheoryConfig = field(default_factory=TheoryConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     mode: str = "theory"
     seed: int = 0
     device: str = "auto"
@@ -257,6 +272,8 @@ class DriftsimConfig:
         require(self.protocol.freeze == "readout" or self.mode == "sim", "protocol.freeze", self.protocol.freeze,
                 "'readout' unless mode=sim (the theory covers the frozen readout only)")
         check_t0(self.protocol.t0, self.dynamics.t_end)
+        require(self.protocol.t0 is not None or self.protocol.t_drift is None, "protocol.t_drift",
+                self.protocol.t_drift, "unset when protocol.t0 is unset (there is no drift phase to last)")
         check_activity_units(self.sim.activity_units, self.model.width)
         self.observe.check_against(self.model, self.sim, self.mode, drift=self.protocol.t0 is not None)
 

@@ -7,6 +7,7 @@ from the standard files a user already has (``task.root``), from the MNIST test 
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import pickle
 import zlib
@@ -165,6 +166,9 @@ def image_pair_task(name: str = "mnist", *, classes: Sequence[int] = (0, 1), n_p
         train, test = load_digits()
     classes = tuple(int(c) for c in classes)
     present = np.unique(train.labels).tolist()
+    if len(present) < 2:
+        raise ValueError(f"{train.source} holds examples of {len(present)} class(es) only ({present}): a two-class "
+                         "task needs two; the file is damaged or not the full set")
     if any(c not in present for c in classes):
         raise ValueError(f"task.classes={list(classes)} is not allowed: task={name} has the classes {present}")
     same_split = test is train  # one split serves both
@@ -347,13 +351,27 @@ def _read_mnist(paths: dict[str, Path], split: str, description: str) -> ImageSe
     if len(images) != len(labels):
         raise ValueError(f"{image_path} holds {len(images)} images but {label_path} {len(labels)} labels; "
                          f"they must come from one MNIST split. {_MNIST_HOWTO}")
+    if images.size == 0:
+        raise ValueError(f"{image_path} holds {len(images)} images of {' × '.join(map(str, images.shape[1:]))} "
+                         f"pixels: no data. {_MNIST_HOWTO}")
     return ImageSet(pixels=images.reshape(len(images), -1), labels=labels.astype(np.int64), pixel_max=255.0,
                     source=f"{description} ({image_path}, {label_path})")
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of a data file, or a ValueError naming it when it cannot be read or is empty."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:  # permission denied, a folder, an I/O error
+        raise ValueError(f"{path} cannot be read: {err.strerror or err}") from err
+    if not raw:
+        raise ValueError(f"{path} is empty (0 bytes): a download or copy that did not finish?")
+    return raw
+
+
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     """An IDX file of unsigned bytes with the given magic number, as an array of its declared dimensions."""
-    raw = path.read_bytes()
+    raw = _read_bytes(path)
     # Recognised by content, not name: the gzip magic 1f 8b cannot start an IDX file (whose magic starts 00 00).
     if raw[:2] == b"\x1f\x8b":
         try:
@@ -419,7 +437,9 @@ def load_cifar10(root: str | Path | None) -> tuple[ImageSet, ImageSet]:
 
 class _BatchUnpickler(pickle.Unpickler):
     """Unpickles dicts of numpy arrays and lists and nothing else: no code can run from a data file."""
+    # _reconstruct: protocols 0-4; _frombuffer: protocol 5 (numpy 1 and 2 module names)
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -430,8 +450,9 @@ class _BatchUnpickler(pickle.Unpickler):
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 batch: uint8 pixels [n, 3072] and int64 labels [n]."""
+    raw = _read_bytes(path)
     try:
-        with path.open("rb") as f:
+        with io.BytesIO(raw) as f:
             # encoding="bytes": the batches were pickled by Python 2, their keys read as b"data", b"labels".
             batch = _BatchUnpickler(f, encoding="bytes").load()
         pixels, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], dtype=np.int64)

@@ -19,7 +19,8 @@ from torch import Tensor
 __all__ = ["require", "positive", "integer", "choice", "check_tol", "check_depth", "check_ensemble",
            "check_activity_units", "check_t0", "check_freeze", "check_inputs", "check_labels",
            "check_synthetic_task", "check_image_pair_task", "check_seed", "check_scales", "check_proximity",
-           "check_finite", "numerical_failures", "NumericalError", "SCALE_RANGE", "MAX_DEPTH", "SEED_LIMIT"]
+           "check_rate_ratio", "check_finite", "numerical_failures", "NumericalError", "SCALE_RANGE", "MAX_DEPTH",
+           "MAX_RATE_RATIO", "MIN_RUN_LENGTH", "SEED_LIMIT", "check_run_length"]
 
 # The scales a run's numbers take, σ^(2(L+1)) (NNGP kernel), σ0^(2L) (NTK) and γ = T/σ² (the rate that sets
 # the time unit), stay within this range: products of a few of them and their eigendecompositions then stay
@@ -28,6 +29,13 @@ SCALE_RANGE = (1e-100, 1e100)
 # Beyond ~100 layers the layer kernels (SPEC §3) have converged to their fixed point, where all inputs are
 # almost perfectly correlated and the tasks' classes can no longer be told apart; the recursion costs O(L).
 MAX_DEPTH = 100
+# The gradient phase (rate λ_max of the NTK) and the diffusive phase (rate γ) are resolved on one time grid and
+# one ladder of exponentials e^(−α γ τ) (SPEC §11): beyond 14 decades apart, e^(−γ τ) at the gradient phase's
+# lags differs from 1 by less than float64's 16 digits resolve, and the expansion has hundreds of rates.
+MAX_RATE_RATIO = 1e14
+# The recorded times start at 1e-6 of the run's length (times.record_times) and the theory's grid merges times
+# closer than 1e-12 (theory.volterra.graded_grid): a shorter learning run has no distinct recorded times.
+MIN_RUN_LENGTH = 1e-4
 SEED_LIMIT = 2 ** 63  # seeds are stored as signed 64-bit integers (HDF5 attribute, numpy SeedSequence)
 
 
@@ -204,6 +212,47 @@ def check_proximity(lam: float, gamma: float, lam_max: Optional[float] = None) -
     require(lam > bound, "dynamics.lam", lam, f"a number > {bound:.3g} ({why}): with a weaker proximity one MPL "
             "step dt = 1/lam spans the dynamics' fastest time scale")
     return lam
+
+
+def check_run_length(t_max: Optional[float]) -> Optional[float]:
+    """``dynamics.t_max``: unset (25 σ²/T) or a finite time >= MIN_RUN_LENGTH.
+
+    Raises
+    ------
+    ValueError
+        ``"dynamics.t_max=... is not allowed: unset or a time in [1e-4, inf) ..."``.
+    """
+    if t_max is None:
+        return None
+    positive("dynamics.t_max", t_max)
+    require(t_max >= MIN_RUN_LENGTH, "dynamics.t_max", t_max, f"unset or a time >= {MIN_RUN_LENGTH:g} (the recorded "
+            f"times start at 1e-6·t_max and the theory resolves times above 1e-12)")
+    return float(t_max)
+
+
+def check_rate_ratio(lam_max: float, gamma: float, keys: str) -> None:
+    """The separation of the dynamics' time scales, λ_max(K_ntk)/γ (gradient phase against diffusion), within
+    MAX_RATE_RATIO, before the theory resolves both.
+
+    Parameters
+    ----------
+    lam_max : float
+        The largest NTK eigenvalue on the training set.
+    gamma : float
+        γ = T/σ².
+    keys : str
+        The keys and values that set them, e.g. ``"dynamics.sigma0=1000, model.depth=4"``.
+
+    Raises
+    ------
+    NumericalError
+        Naming the ratio, the keys and the bound.
+    """
+    ratio = lam_max / gamma
+    if not (math.isfinite(ratio) and ratio <= MAX_RATE_RATIO):
+        raise NumericalError(f"the gradient phase is {ratio:.3g} times faster than the diffusion (λ_max(K_ntk) = "
+                             f"{lam_max:.3g}, γ = T/σ² = {gamma:.3g}); allowed at most {MAX_RATE_RATIO:g}, "
+                             f"{_failure(keys)}")
 
 
 def check_ensemble(ensemble: int, antithetic: bool) -> int:

@@ -56,6 +56,9 @@ def test_unknown_key_of_an_image_task_names_its_own_keys():
     (["seed=100000000000000000000"], r"seed=100000000000000000000 is not allowed: an integer in \[0, 2\*\*63\)"),
     (["dynamics.scheme=mpl", "dynamics.lam=0.001"], r"dynamics.lam=0.001 is not allowed: a number > 0.2 \(γ"),
     (["mode=both", "sim.activity_units=100", "model.width=8"], r"sim.activity_units=100 .*\[0, model.width=8\]"),
+    (["protocol.t0=null", "protocol.t_drift=50"], r"protocol.t_drift=50.0 is not allowed: unset when protocol.t0 is unset"),
+    (["dynamics.t_max=1e-20"], r"dynamics.t_max=1e-20 is not allowed: unset or a time >= 0.0001"),
+    (["dynamics.t_max=inf"], r"dynamics.t_max=inf is not allowed: a positive finite number"),
 ])
 def test_values_outside_their_physical_range_are_refused_before_any_work(overrides, message):
     start = time.perf_counter()
@@ -64,7 +67,7 @@ def test_values_outside_their_physical_range_are_refused_before_any_work(overrid
     assert time.perf_counter() - start < 5
 
 
-@pytest.mark.parametrize("overrides", [["seed=9223372036854775807"], ["dynamics.sigma=1e24"],
+@pytest.mark.parametrize("overrides", [["seed=9223372036854775807"], ["dynamics.sigma=1e24"], ["dynamics.t_max=1e-4"],
                                        ["dynamics.scheme=mpl", "dynamics.lam=0.3"], ["model.depth=100"]])
 def test_values_at_the_edge_of_their_range_are_accepted(overrides):
     validated(*overrides)
@@ -112,3 +115,70 @@ def test_non_finite_results_and_failed_factorisations_name_the_keys():
     with pytest.raises(NumericalError, match=r"OverflowError.*model.depth=4"):
         with numerical_failures(keys):
             1e300 ** 2
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["mode=sim", "dynamics.dt=1e-9"], r"1.25e\+11 simulation steps .*dynamics.dt=1e-09.*raise limits.max_steps"),
+    (["mode=sim", "dynamics.t_max=1e12"], r"1e\+13 simulation steps .*more than limits.max_steps=1e\+09"),
+    (["dynamics.t_max=1e12"], r"theory grid points .*dynamics.t_max=1e\+12.*raise limits.max_grid"),
+    (["record.n_times=100000000"], r"theory grid points .*record.n_times=100000000.*limits.max_grid"),
+    (["mode=sim", "model.width=1000000000000"], r"GB of memory .*model.width=1000000000000.*limits.max_memory_gb"),
+    (["mode=sim", "sim.ensemble=1000000000000"], r"GB of memory .*sim.ensemble=1000000000000"),
+    (["task.n_train=1000000"], r"GB of memory for P \+ Q = 1000001 points.*raise limits.max_memory_gb"),
+    (["task=mnist", "task.n_per_class=1000000"], r"P \+ Q = 2000100 points \(task.n_per_class=1000000, task.n_test=100\)"),
+    (["mode=sim", "limits.max_steps=100"], r"1\.2\d*e\+03 simulation steps .*limits.max_steps=100"),
+    (["limits.max_memory_gb=1e-6"], r"GB of memory .*more than limits.max_memory_gb=1e-06"),
+    (["limits.max_grid=10"], r"theory grid points .*more than limits.max_grid=10:"),
+    # the gradient phase 1e28 times faster than the diffusion: refused before the theory's expansion
+    (["dynamics.sigma0=1000", "model.depth=4", "dynamics.T=1e-3"],
+     r"gradient phase is \S+e\+2\d times faster .*allowed at most 1e\+14.*dynamics.sigma0=1000, model.depth=4"),
+])
+def test_runs_that_cannot_finish_or_fit_are_refused_with_their_estimate(run_driftsim, tmp_path, overrides, message):
+    out = tmp_path / "run.h5"
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        run_driftsim("experiment=debug", *overrides, f"out={out}")
+    assert time.perf_counter() - start < 10
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("key,value", [("max_steps", 0), ("max_grid", -1), ("max_memory_gb", "nan")])
+def test_limits_are_positive_numbers(key, value):
+    with pytest.raises(ValueError, match=f"limits.{key}=.* is not allowed: a positive finite number"):
+        validated(f"limits.{key}={value}")
+
+
+def test_grid_estimate_is_the_graded_grid_count():
+    from driftsim.cost import grid_points
+    from driftsim.theory.volterra import graded_grid
+    for t_end, h_first, h_max, growth in ((100.0, 1e-3, 0.5, 0.1), (5.0, 1e-2, 1.0, 0.3), (1e3, 2.0, 1.0, 0.1)):
+        built = graded_grid(t_end, h_first=h_first, h_max=h_max, growth=growth).numel() - 1
+        assert abs(grid_points(t_end, h_first, h_max, growth) - built) <= 0.02 * built + 2
+
+
+def test_default_memory_limit_is_a_fraction_of_the_machine(monkeypatch):
+    from driftsim import cost
+    assert 0 < cost.default_memory_gb() < cost.machine_memory_gb()
+    monkeypatch.setattr(cost.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    assert cost.machine_memory_gb() == 8.0
+
+
+def test_limits_do_not_change_what_a_run_computes(run_driftsim, tmp_path):
+    out = tmp_path / "run.h5"
+    assert run_driftsim("experiment=debug", f"out={out}")[1]
+    # a complete run of the same config is kept whatever the limits: they are not compared
+    assert run_driftsim("experiment=debug", "limits.max_grid=1e8", "limits.max_memory_gb=100", f"out={out}") == (out, False)
+
+
+def test_a_non_finite_covariance_names_the_keys(monkeypatch):
+    from driftsim.theory import covariance
+    from driftsim.theory.kernels import KernelModel
+    task = synthetic_task(n_train=4)
+    prior = Prior(T=0.2, sigma=1.0, sigma0=1.0)
+    # a NaN where the covariance's prior part arises stands for any overflow inside
+    monkeypatch.setattr(KernelModel, "prior_cov", lambda self, *a: torch.full((4, 5, 5), float("nan"),
+                                                                               dtype=torch.float64))
+    with pytest.raises(NumericalError, match=r"the predictor's covariance .* not finite .*dynamics.T=0.2, dynamics."
+                                             r"sigma=1, dynamics.sigma0=1, model.depth=1"):
+        covariance.predictor_covariance(task.x_train, task.x_test, depth=1, activation="relu", prior=prior,
+                                        t_learn=record_times(5.0, 3), tol=1e-3)

@@ -352,3 +352,61 @@ def test_task_config_group(name, schema):
         assert make_task(**task_arguments(task_cfg), seed=0).name == name
     if name == "cifar10":
         assert task_cfg.classes == [3, 5]
+
+
+# ---------- damaged, unreadable or degenerate data files: the path and what is wrong ----------
+
+def _emptied(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("damage,match", [
+    (_emptied, r"train-images-idx3-ubyte is empty \(0 bytes\)"),
+    (lambda p: write_idx(p, np.zeros((60, 0, 0)), 0x803, gz=False), r"train-images-idx3-ubyte holds 60 images of 0 × 0 "
+                                                                    r"pixels: no data"),
+])
+def test_damaged_mnist_files_name_the_path(tmp_path, damage, match):
+    write_mnist(tmp_path, gz=False)
+    target = tmp_path / "train-images-idx3-ubyte"
+    damage(target)
+    with pytest.raises(ValueError, match=match):
+        make_task(**pair(root=str(tmp_path)), seed=0)
+
+
+def test_unreadable_data_file_names_the_path(tmp_path, monkeypatch):
+    write_mnist(tmp_path, gz=False)
+    target, read = tmp_path / "train-images-idx3-ubyte", Path.read_bytes
+
+    def denied(path):  # chmod 0 does not stop root, who may run the tests
+        if path == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte cannot be read: Permission denied"):
+        make_task(**pair(root=str(tmp_path)), seed=0)
+
+
+def test_a_set_of_one_class_is_refused_naming_it(tmp_path):
+    write_mnist(tmp_path, gz=False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(60), 0x801, gz=False)
+    with pytest.raises(ValueError, match=r"MNIST training split .*train-images.* holds examples of 1 class\(es\) only"):
+        make_task(**pair(root=str(tmp_path)), seed=0)
+
+
+def test_unreadable_or_empty_cifar_batch_names_it(tmp_path):
+    write_cifar(tmp_path)
+    _emptied(tmp_path / "data_batch_3")
+    with pytest.raises(ValueError, match=r"data_batch_3 is empty \(0 bytes\)"):
+        load_cifar10(tmp_path)
+
+
+@pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
+def test_cifar_batches_of_any_pickle_protocol_load(tmp_path, protocol):
+    arrays = write_cifar(tmp_path)
+    for name, (data, labels) in arrays.items():
+        batch = {b"batch_label": name.encode(), b"labels": labels.tolist(), b"data": data}
+        (tmp_path / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    train, test = load_cifar10(tmp_path)
+    np.testing.assert_array_equal(test.pixels, arrays["test_batch"][0])
+    assert train.pixels.shape == (100, 3072)

@@ -55,7 +55,7 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
 /metrics, ``theory`` or ``sim`` elsewhere. <phase> is ``learn``, and ``drift`` when protocol.t0 is set. Histogram
 counts are per class, y = +1 (the
 first of task.classes) then y = −1; driftsim.analysis.decode says what every accuracy measures. Arrays with a
-time axis are chunked along it; arrays are gzip-compressed with the shuffle filter.
+time axis are chunked along it; arrays are gzip-compressed with the shuffle filter and a fletcher32 checksum.
 
 Every axis is named by an HDF5 dimension scale (driftsim.io.axes): time axes by their group's ``t``
 (decode and hist groups hold a copy (+) of their phase's ``t``), index axes by root coordinates (+)
@@ -80,7 +80,9 @@ from typing import Optional, Union
 
 import h5py
 import numpy as np
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .. import __version__
 from .axes import label_axes
@@ -124,6 +126,7 @@ def required_paths(mode: str, drift: bool, observe: bool = False) -> list[str]:
     if "theory" in sources:
         paths += [f"/theory/learn/{k}" for k in ("t", "f_train", "f_test", "f_ntk_test")]
         paths += ["/theory/nngp/f_train", "/theory/nngp/f_test", "/theory/kernels/nngp", "/theory/kernels/ntk"]
+        paths += ["/theory/ntk/f_train", "/theory/ntk/f_test"]  # (+): every writer has them; plots and measures read them
         if drift:
             paths += [f"/theory/drift/{k}" for k in ("t", "f_train", "f_test", "f_inf_train", "f_inf_test")]
     if "sim" in sources:
@@ -150,7 +153,9 @@ def _put(group: h5py.Group, name: str, value, timed: bool = False) -> None:
     chunks = True  # h5py's guess for arrays without a time axis
     if timed:
         chunks = (int(np.clip(_CHUNK_BYTES // a[0].nbytes, 1, a.shape[0])),) + a.shape[1:]
-    group.create_dataset(name, data=a, chunks=chunks, compression="gzip", compression_opts=4, shuffle=True)
+    # fletcher32: a checksum per chunk, so that a corrupted byte fails the read instead of changing a number
+    group.create_dataset(name, data=a, chunks=chunks, compression="gzip", compression_opts=4, shuffle=True,
+                         fletcher32=True)
 
 
 def _versions(extra: dict[str, str]) -> str:
@@ -308,24 +313,114 @@ class Run:
 
 
 def _check_header(h5: h5py.File, path: Path) -> dict:
+    """The run's config after checking the root attributes, the config and the layout (no array is read)."""
     schema = h5.attrs.get("schema")
     if schema is None:
         raise StoreError(f"{path} is an HDF5 file but not a driftsim run: it has no root attribute 'schema' "
                          f"(expected {SCHEMA!r}); it holds {sorted(h5)[:8]}")
-    if schema != SCHEMA:
+    if not isinstance(schema, str) or schema != SCHEMA:
         raise StoreError(f"{path} has schema {schema!r}; driftsim {__version__} reads schema {SCHEMA!r} only")
-    try:
-        config = OmegaConf.to_container(OmegaConf.create(str(h5.attrs["config"])))
-        mode, t0 = config["mode"], config["protocol"]["t0"]
-    except Exception as e:  # a missing or unparsable config is a damaged file
-        raise StoreError(f"{path}: root attribute 'config' is missing or not the config of a driftsim run ({e})") from e
+    config = _parse_config(h5.attrs.get("config"), path)
+    mode, drift = config["mode"], config["protocol"]["t0"] is not None
     observe = (config.get("observe") or {}).get("sessions", 0) > 0
-    missing = [p for p in required_paths(mode, t0 is not None, observe) if p not in h5]
-    if missing:
-        raise StoreError(f"{path} is not a complete driftsim run (mode={mode}): missing {missing}")
-    _check_covariance(h5, path)
-    _check_observed(h5, path)
+    try:
+        missing = [p for p in required_paths(mode, drift, observe) if p not in h5]
+        if missing:
+            raise StoreError(f"{path} is not a complete driftsim run (mode={mode}): missing {missing}")
+        _check_layout(h5, path, mode, drift)
+        _check_covariance(h5, path)
+        _check_observed(h5, path)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:  # a layout the checks above did not foresee
+        raise StoreError(f"{path}: damaged run file ({type(e).__name__}: {e})") from e
     return config
+
+
+# sections every run's config has, and what its readers (plots, collect) take from them
+_CONFIG_SECTIONS = ("model", "dynamics", "protocol")
+
+
+def _parse_config(text, path: Path) -> dict:
+    """The root attribute 'config' as nested dicts, refusing YAML aliases (a driftsim config has none; nested
+    aliases expand exponentially, a "billion laughs" of a few hundred bytes) and configs that are not a run's."""
+    def damaged(what: str) -> StoreError:
+        return StoreError(f"{path}: root attribute 'config' is not the config of a driftsim run: {what}")
+
+    if not isinstance(text, str):
+        raise damaged("missing" if text is None else f"a {type(text).__name__}, not YAML text")
+    try:
+        # the events of the parser, before any alias is expanded: linear in the text
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise damaged("it uses YAML aliases (*name), which driftsim never writes")
+        config = OmegaConf.to_container(OmegaConf.create(text))
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError) as e:
+        raise damaged(f"unparsable ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    if not isinstance(config, dict):
+        raise damaged(f"a {type(config).__name__}, not a mapping of config keys")
+    absent = [k for k in _CONFIG_SECTIONS if not isinstance(config.get(k), dict)]
+    if absent:
+        raise damaged(f"the section(s) {absent} are missing or not mappings")
+    if config.get("mode") not in SOURCES:
+        raise damaged(f"mode={config.get('mode')!r}, not one of {list(SOURCES)}")
+    t0 = config["protocol"].get("t0")
+    if t0 is not None and not (isinstance(t0, (int, float)) and np.isfinite(t0)):
+        raise damaged(f"protocol.t0={t0!r}, not unset or a finite time")
+    return config
+
+
+def _layout(mode: str, drift: bool) -> dict[str, tuple]:
+    """The shape of every required dataset of DESIGN.md's layout in the symbols of the module docstring
+    (P, Q, N0, n, m, E, B; "P+Q" and "B+1" derived), for a run of ``mode`` with or without a drift phase."""
+    shapes = {"/task/x_train": ("P", "N0"), "/task/y_train": ("P",), "/task/x_test": ("Q", "N0"),
+              "/task/y_test": ("Q",)}
+    phases = {"learn": "n", "drift": "m"} if drift else {"learn": "n"}
+    if "theory" in SOURCES[mode]:
+        shapes.update({"/theory/learn/t": ("n",), "/theory/learn/f_train": ("n", "P"), "/theory/learn/f_test": ("n", "Q"),
+                       "/theory/learn/f_ntk_test": ("n", "Q"), "/theory/nngp/f_train": ("P",),
+                       "/theory/nngp/f_test": ("Q",), "/theory/ntk/f_train": ("P",), "/theory/ntk/f_test": ("Q",),
+                       "/theory/kernels/nngp": ("P+Q", "P+Q"),
+                       "/theory/kernels/ntk": ("P+Q", "P+Q")})
+        if drift:
+            shapes.update({"/theory/drift/t": ("m",), "/theory/drift/f_train": ("m", "P"),
+                           "/theory/drift/f_test": ("m", "Q"), "/theory/drift/f_inf_train": ("P",),
+                           "/theory/drift/f_inf_test": ("Q",)})
+    for phase, n in phases.items():
+        if "sim" in SOURCES[mode]:
+            shapes.update({f"/sim/{phase}/t": (n,), f"/sim/{phase}/f_train": (n, "E", "P"),
+                           f"/sim/{phase}/f_test": (n, "E", "Q")})
+        for source in SOURCES[mode]:
+            shapes.update({f"/decode/{source}/{phase}/accuracy": (n,), f"/hist/{source}/{phase}/counts": (n, 2, "B"),
+                           f"/hist/{source}/{phase}/edges": ("B+1",)})
+    return shapes
+
+
+def _check_layout(h5: h5py.File, path: Path, mode: str, drift: bool) -> None:
+    """Every required dataset is a dataset of real numbers (floating point; histogram counts integer too) of
+    the shape of :func:`_layout`, its symbols taking one value across the file; the drift groups carry t0."""
+    sizes: dict[str, int] = {}
+    for name, dims in _layout(mode, drift).items():
+        d = h5[name]
+        if not isinstance(d, h5py.Dataset):
+            raise StoreError(f"{path}: {name} is a {type(d).__name__}, expected a dataset")
+        kinds = "iuf" if name.endswith("/counts") else "f"
+        if d.dtype.kind not in kinds:
+            raise StoreError(f"{path}: {name} has dtype {d.dtype}; expected {'integer or ' * (kinds != 'f')}"
+                             "floating-point numbers")
+        want = []
+        for dim, got in zip(dims, d.shape + (None,) * len(dims)):
+            if isinstance(dim, str) and "+" in dim:
+                a, b = dim.split("+")
+                dim = sizes[a] + (int(b) if b.isdigit() else sizes[b])
+            elif isinstance(dim, str):
+                dim = sizes.setdefault(dim, got)
+            want.append(dim)
+        if d.shape != tuple(want):
+            shown = ", ".join(f"{s}={w}" if isinstance(s, str) else str(w) for s, w in zip(dims, want))
+            raise StoreError(f"{path}: {name} has shape {list(d.shape)}; expected [{shown}] to match the rest of the run")
+    for source in SOURCES[mode] if drift else ():
+        t0 = h5[f"{source}/drift"].attrs.get("t0")
+        if t0 is None or np.ndim(t0) != 0 or not np.isreal(t0) or not np.isfinite(t0):
+            raise StoreError(f"{path}: /{source}/drift has attribute t0={t0!r}; expected the freeze time, a finite "
+                             "number")
 
 
 def _check_observed(h5: h5py.File, path: Path) -> None:
@@ -375,9 +470,15 @@ def _check_covariance(h5: h5py.File, path: Path) -> None:
 
 def _open(path: PathLike) -> tuple[h5py.File, Path]:
     path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a driftsim run file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such driftsim run file")
-    if not h5py.is_hdf5(path):
+    try:
+        hdf5 = h5py.is_hdf5(path)
+    except OSError as e:  # permission denied, an I/O error
+        raise StoreError(f"{path} cannot be read: {e}") from e
+    if not hdf5:
         raise StoreError(f"{path} is not an HDF5 file (corrupt, truncated or another format); a driftsim run "
                          f"is an HDF5 file of schema {SCHEMA!r}")
     try:
@@ -386,12 +487,29 @@ def _open(path: PathLike) -> tuple[h5py.File, Path]:
         raise StoreError(f"{path} cannot be opened as HDF5 (truncated or corrupt?): {e}") from e
 
 
+# gzip (deflate) expands a stored byte into at most ~1032: a dataset declaring more than this is damaged
+_MAX_EXPANSION = 1100
+_UNCHECKED_BYTES = 1 << 20  # smaller datasets are read as they are
+
+
+def _check_stored(d: h5py.Dataset, key: str, path: Path) -> None:
+    """Refuse a dataset whose declared size its stored bytes cannot hold (a header claiming (1e11,) values in a
+    small file), before reading allocates it."""
+    declared = d.size * d.dtype.itemsize
+    stored = d.id.get_storage_size()
+    if declared > _UNCHECKED_BYTES and declared > _MAX_EXPANSION * stored:
+        raise StoreError(f"{path}: {key} declares shape {list(d.shape)} of {d.dtype} ({declared / 1e9:.3g} GB) but "
+                         f"the file stores {stored} bytes of it: damaged; not read")
+
+
 def read_run(path: PathLike, activity: bool = False, recordings: bool = False) -> Run:
     """Read and validate a run file; hidden-activity snapshots (/sim/activity) only with ``activity=True``,
     recorded responses (/observe/<source>/responses) only with ``recordings=True``.
 
     Raises FileNotFoundError, or :class:`StoreError` for a file that is not HDF5, is truncated, is not a
-    driftsim run, has another schema, or lacks a path its mode requires.
+    driftsim run, has another schema, lacks a path or attribute its mode requires, holds a dataset of another
+    shape, dtype or kind than the layout's, a config that is not a run's (or uses YAML aliases), a dataset
+    declaring more than the file stores, or data that fails its checksum or decompression.
     """
     h5, path = _open(path)
     with h5:
@@ -406,6 +524,7 @@ def read_run(path: PathLike, activity: bool = False, recordings: bool = False) -
             skipped = ((not activity and key.startswith("/sim/activity"))
                        or (not recordings and key.startswith("/observe/") and key.endswith("/responses")))
             if isinstance(obj, h5py.Dataset) and not skipped:
+                _check_stored(obj, key, path)
                 arrays[key] = obj[()]
 
         try:

@@ -105,7 +105,7 @@ from tqdm.auto import tqdm
 from ..activations import Activation
 from ..prior import Prior
 from ..times import check_times
-from ..validation import check_freeze, check_inputs, check_tol
+from ..validation import check_finite, check_freeze, check_inputs, check_tol
 from .discretisation import Discretisation, discretise, lag_grid
 from .expansion import Expansion, expand
 from .kernels import KernelModel
@@ -457,7 +457,8 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
         t_now = t0 + tau
         c00 = prior.var(torch.tensor(float(t0), dtype=torch.float64, device=dev))
         covs.append(c00 * model.two_time(t_now, t_now, xp, xp).k + d_n + d_n.transpose(1, 2))
-    cov = torch.cat(covs)
+    # checked before the points left out are filled with NaN
+    cov = check_finite("the predictor's covariance over the ensemble (SPEC §10)", torch.cat(covs), model.keys)
     out, start = {}, 0
     for name, times in (("learn", t_learn), ("drift", None if t0 is None else tau)):
         if times is None:

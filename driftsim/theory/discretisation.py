@@ -17,11 +17,11 @@ from ..prior import Prior
 from ..times import check_times
 from .expansion import U_NODES, Expansion, expand, fit_lags, rates
 from .memory import check_budget
-from ..validation import check_freeze, check_inputs, check_tol
+from ..validation import check_freeze, check_inputs, check_rate_ratio, check_tol
 from .kernels import KernelModel
 from .volterra import graded_grid
 
-__all__ = ["graded_for", "grid_for", "discretise", "Discretisation", "lag_grid", "TAU_MIN_FRACTION"]
+__all__ = ["graded_for", "first_step", "grid_for", "discretise", "Discretisation", "lag_grid", "TAU_MIN_FRACTION"]
 
 # grid constants of grid_for, calibrated so that the error stays below tol (tests/theory/test_mean.py::
 # test_refinement_converges_at_second_order_within_tol)
@@ -36,11 +36,19 @@ def graded_for(t_end: float, h_first: float, gamma: float, tol_growth: float, to
                        growth=GRID_GROWTH * math.sqrt(tol_growth), include=include)
 
 
+def first_step(model: KernelModel, x_train: Tensor, tol: float) -> float:
+    """The graded grid's first step for accuracy ``tol``: h ≈ A√tol/λ_max(K_ntk), resolving the gradient phase,
+    after checking that the gradient phase and the diffusion are not too far apart (validation.check_rate_ratio)."""
+    lam_max = model.max_ntk_eigenvalue(x_train)
+    check_rate_ratio(lam_max, model.prior.gamma, model.keys)
+    return GRID_FIRST * math.sqrt(tol) / lam_max
+
+
 def grid_for(model: KernelModel, x_train: Tensor, t_end: float, tol: float, include: Tensor) -> tuple[Tensor, float]:
     """SPEC §11 graded grid for accuracy ``tol`` and its first step: h ≈ A√tol/λ_max(K_ntk) in the
     gradient phase, growing by B√tol per unit log-time, capped at C√tol/γ in the diffusive phase.
     Only the linear interpolation of the residual limits the accuracy (the kernel is integrated exactly)."""
-    h_first = GRID_FIRST * math.sqrt(tol) / model.max_ntk_eigenvalue(x_train)
+    h_first = first_step(model, x_train, tol)
     return graded_for(t_end, h_first, model.prior.gamma, tol, tol, include), h_first
 
 

@@ -56,6 +56,13 @@ class KernelModel:
         object.__setattr__(self, "activation", get_activation(self.activation))
         check_depth(self.depth)
 
+    @property
+    def keys(self) -> str:
+        """The config keys and values that set this model's numbers, for the messages of numerical failures."""
+        p = self.prior
+        return (f"dynamics.T={p.T:g}, dynamics.sigma={p.sigma:g}, dynamics.sigma0={p.sigma0:g}, "
+                f"model.depth={self.depth}, model.activation={self.activation.name}")
+
     # --- per-point layer variances -------------------------------------------------------------
     def variances(self, c_tt: Tensor, sqnorm: Tensor) -> list[Tensor]:
         """SPEC §3.1 diagonals Q_l(t,t,x,x) of the layer kernels.

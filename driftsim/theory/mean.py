@@ -130,8 +130,7 @@ def solve(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, activ
     tau = check_times("t_drift", t_drift) if t0 is not None else None
 
     check_scales(prior.T, prior.sigma, prior.sigma0, check_depth(depth))
-    keys = (f"dynamics.T={prior.T:g}, dynamics.sigma={prior.sigma:g}, dynamics.sigma0={prior.sigma0:g}, "
-            f"model.depth={depth}, model.activation={getattr(activation, 'name', activation)}")
+    keys = KernelModel(activation, depth, prior).keys
     with numerical_failures(keys):
         return _solve(x_train, y, x_test, depth, activation, prior, t_learn, t0, tau, tol, progress,
                       discretisation, keys)

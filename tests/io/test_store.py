@@ -277,3 +277,98 @@ def test_observation_with_inconsistent_shapes_is_refused(tmp_path):
     path = store.write_run(tmp_path / "run.h5", **run, observed=observed, population=population)
     with pytest.raises(store.StoreError, match=r"/metrics/sim/decoder_fixed has shape \(2, 4\)"):
         store.read_run(path)
+
+
+# ---------- damaged run files: a clear StoreError within a second, from read_run and check_run ----------
+
+def _edit_config(h5, edit) -> None:
+    config = OmegaConf.to_container(OmegaConf.create(h5.attrs["config"]))
+    edit(config)
+    h5.attrs["config"] = OmegaConf.to_yaml(OmegaConf.create(config))
+
+
+def _replace(h5, name, data=None, group=False) -> None:
+    del h5[name]
+    if group:
+        h5.create_group(name)
+    else:
+        h5.create_dataset(name, data=data)
+
+
+def _flip_a_byte(path) -> None:
+    with h5py.File(path, "r") as h5:
+        chunk = h5["theory/kernels/ntk"].id.get_chunk_info(0)
+    with open(path, "r+b") as f:
+        f.seek(chunk.byte_offset + chunk.size // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+# a "billion laughs": 6 levels of 9 aliases, ~300 bytes, 9^6 = 531441 strings once expanded
+ALIAS_BOMB = "mode: both\nprotocol: {t0: 1.0}\n" + "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 6))
+
+DAMAGES = {
+    "group /theory/ntk deleted": (lambda h5: h5.__delitem__("theory/ntk"), r"missing \['/theory/ntk/f_train'"),
+    "drift t0 deleted": (lambda h5: h5["theory/drift"].attrs.__delitem__("t0"),
+                         r"/theory/drift has attribute t0=None; expected the freeze time"),
+    "config without dynamics": (lambda h5: _edit_config(h5, lambda c: c.pop("dynamics")),
+                                r"not the config of a driftsim run: the section\(s\) \['dynamics'\] are missing"),
+    "mode bogus": (lambda h5: _edit_config(h5, lambda c: c.update(mode="bogus")), r"mode='bogus', not one of"),
+    "config not YAML": (lambda h5: h5.attrs.__setitem__("config", "mode: [unclosed"), r"'config' .*unparsable"),
+    "alias bomb": (lambda h5: h5.attrs.__setitem__("config", ALIAS_BOMB), r"uses YAML aliases"),
+    "wrong shape": (lambda h5: _replace(h5, "theory/learn/f_test", np.zeros((9, 7))),
+                    r"/theory/learn/f_test has shape \[9, 7\]; expected \[n=9, Q=\d+\]"),
+    "wrong dtype": (lambda h5: _replace(h5, "theory/learn/f_train", np.array([b"x"] * 9)),
+                    r"/theory/learn/f_train has dtype \|S1; expected floating-point numbers"),
+    "dataset replaced by a group": (lambda h5: _replace(h5, "theory/nngp/f_test", group=True),
+                                    r"/theory/nngp/f_test is a Group, expected a dataset"),
+    "schema an array": (lambda h5: h5.attrs.__setitem__("schema", np.array([b"driftsim/1", b"x"])),
+                        r"has schema array\(\[b'driftsim/1', b'x'\].*reads schema 'driftsim/1' only"),
+    "kernel of another size": (lambda h5: _replace(h5, "theory/kernels/ntk", np.zeros((3, 3))),
+                               r"/theory/kernels/ntk has shape \[3, 3\]; expected \[P\+Q=\d+, P\+Q=\d+\]"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
+def test_damaged_run_files_are_refused_naming_what_is_wrong(observed_run, tmp_path, damage):
+    import shutil
+    edit, message = DAMAGES[damage]
+    path = shutil.copy(observed_run, tmp_path / "damaged.h5")
+    with h5py.File(path, "r+") as h5:
+        edit(h5)
+    for read in (store.read_run, store.check_run):
+        start = time.perf_counter()
+        with pytest.raises(store.StoreError, match=message):
+            read(path)
+        assert time.perf_counter() - start < 1
+    assert not store.is_complete(path)
+
+
+def test_corrupted_bytes_fail_the_checksum(observed_run, tmp_path):
+    import shutil
+    path = shutil.copy(observed_run, tmp_path / "flipped.h5")
+    with h5py.File(path, "r") as h5:
+        assert h5["theory/kernels/ntk"].fletcher32
+    _flip_a_byte(path)
+    with pytest.raises(store.StoreError, match=r"flipped.h5: data cannot be read \(truncated or corrupt\?\)"):
+        store.read_run(path)
+
+
+def test_a_dataset_declaring_more_than_the_file_holds_is_not_read(observed_run, tmp_path):
+    import shutil
+    path = shutil.copy(observed_run, tmp_path / "huge.h5")
+    with h5py.File(path, "r+") as h5:
+        h5.create_dataset("junk", shape=(int(1e11),), dtype=np.float64)  # declared, never written
+    assert path.stat().st_size < 2e6
+    start = time.perf_counter()
+    with pytest.raises(store.StoreError, match=r"/junk declares shape \[100000000000\] of float64 \(800 GB\) but the "
+                                               r"file stores 0 bytes"):
+        store.read_run(path)
+    assert time.perf_counter() - start < 1
+
+
+def test_a_directory_is_named_as_one(tmp_path):
+    with pytest.raises(store.StoreError, match="is a directory, not a driftsim run file"):
+        store.read_run(tmp_path)
