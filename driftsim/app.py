@@ -188,11 +188,20 @@ def _observe(conf: DriftsimConfig, task, units: torch.Tensor, t: torch.Tensor, s
     return Observed(t=t.numpy(), responses=rec.responses, cells=rec.cells, metrics=found)
 
 
-def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = False) -> Path:
-    """Compute one run of a validated config and write it to ``out``; returns the path. Its cost is
-    checked against ``limits`` first (driftsim.cost), the theory's grid once the task is known."""
+def checked_cost(conf: DriftsimConfig) -> cost.Estimate:
+    """The run's cost estimate, checked against ``limits`` (driftsim.cost): from the config alone, so the
+    callers check it before they claim the output file."""
     est = cost.estimate(conf)
     cost.check_estimate(conf, est)
+    return est
+
+
+def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = False,
+        est: Optional[cost.Estimate] = None) -> Path:
+    """Compute one run of a validated config and write it to ``out``; returns the path. Its cost is
+    checked against ``limits`` first (``est``, else :func:`checked_cost`), the theory's grid once the task is
+    known."""
+    est = checked_cost(conf) if est is None else est
     task = make_task(**task_arguments(conf.task), seed=conf.seed)
     if conf.mode in ("theory", "both"):
         model = KernelModel(conf.model.activation, conf.model.depth, _prior(conf))
@@ -280,9 +289,10 @@ def compute_runs(folder: Union[str, os.PathLike], jobs: dict[str, Sequence[str]]
             out = Path(os.path.expanduser(folder)) / f"{name}.h5"
             cfg = compose("config", overrides=[*overrides, f"out='{out}'"])  # quoted: names hold "="
             conf, config_yaml = validate(cfg), OmegaConf.to_yaml(cfg, resolve=True)
+            est = checked_cost(conf)
             with _claimed_if_needed(out, config_yaml, overwrite=False, replace_other_config=True) as needed:
                 if needed:
-                    run(conf, config_yaml, out)
+                    run(conf, config_yaml, out, est=est)
             runs[name] = store.read_run(out)
     return runs
 
@@ -355,11 +365,12 @@ def run_config(cfg: DictConfig, progress: bool = False) -> tuple[Path, bool]:
     conf: DriftsimConfig = validate(cfg)  # unknown keys and every range check of driftsim.config
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     out = output_path(conf)
+    est = checked_cost(conf)  # before the claim: a refused run leaves no folder behind
     with _claimed_if_needed(out, config_yaml, overwrite=conf.overwrite, replace_other_config=False) as needed:
         if not needed:
             return out, False
         start = time.perf_counter()
-        path = run(conf, config_yaml, out, progress=progress)
+        path = run(conf, config_yaml, out, progress=progress, est=est)
     log.info("wrote %s (%.1f s)", path, time.perf_counter() - start)
     return path, True
 

@@ -10,25 +10,22 @@ form, without building it), the memory the arrays of the task, kernels, networks
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Optional
+
+from .theory.memory import physical_bytes
 
 __all__ = ["Estimate", "machine_memory_gb", "default_memory_gb", "input_dim", "estimate", "grid_points",
            "check_estimate", "check_grid"]
 
 MEMORY_FRACTION = 0.5  # of the machine's RAM, the default limits.max_memory_gb: room for the OS and the rest
-_FALLBACK_RAM_GB = 8.0  # where the RAM cannot be read (no sysconf)
 _IMAGE_PIXELS = {"mnist": 784, "cifar10": 3072, "digits": 64}
 _BYTES = {"float32": 4, "float64": 8}
 
 
 def machine_memory_gb() -> float:
-    """The machine's physical RAM in GB (``os.sysconf``), or 8 GB where it cannot be read."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9
-    except (AttributeError, OSError, ValueError):
-        return _FALLBACK_RAM_GB
+    """The machine's physical RAM in GB (theory/memory.physical_bytes: ``os.sysconf``, else 8 GiB)."""
+    return physical_bytes() / 1e9
 
 
 def default_memory_gb() -> float:

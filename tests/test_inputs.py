@@ -158,9 +158,10 @@ def test_grid_estimate_is_the_graded_grid_count():
 
 def test_default_memory_limit_is_a_fraction_of_the_machine(monkeypatch):
     from driftsim import cost
+    from driftsim.theory import memory
     assert 0 < cost.default_memory_gb() < cost.machine_memory_gb()
-    monkeypatch.setattr(cost.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
-    assert cost.machine_memory_gb() == 8.0
+    monkeypatch.setattr(memory.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    assert cost.machine_memory_gb() == 8.0 * 2**30 / 1e9
 
 
 def test_limits_do_not_change_what_a_run_computes(run_driftsim, tmp_path):

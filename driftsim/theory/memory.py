@@ -16,7 +16,7 @@ import torch
 
 from .expansion import DOUBLES_PER_SAMPLE
 
-__all__ = ["available_gb", "default_budget_gb", "held_bytes", "largest_points", "check_budget"]
+__all__ = ["available_gb", "physical_bytes", "default_budget_gb", "held_bytes", "largest_points", "check_budget"]
 
 # of the memory free when the run starts: the rest is left to the process's other arrays and to the system
 SAFE_FRACTION = 0.5
@@ -34,10 +34,15 @@ def available_gb(device: torch.device) -> float:
                     return int(line.split()[1]) / 2**20
     except OSError:
         pass
+    return physical_bytes() / 2**30
+
+
+def physical_bytes() -> float:
+    """The machine's physical RAM (``os.sysconf``), or 8 GiB where it cannot be read."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
-        return 8.0
+        return 8.0 * 2**30
 
 
 def default_budget_gb(device: torch.device) -> float:
