@@ -102,7 +102,8 @@ def _prior(conf: DriftsimConfig) -> Prior:
 
 def _spread(n: int, k: int) -> list[int]:
     """min(n, k) indices evenly spread over range(n) (both classes of a task sorted by class)."""
-    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(n, k))})
+    m = min(n, k)  # spread over the m taken, not over k: k > n would bunch them at the start
+    return sorted({round(i * (n - 1) / max(m - 1, 1)) for i in range(m)})
 
 
 def _add_covariance(theory, task, conf: DriftsimConfig, dev, t_learn, t_drift, disc: Discretisation,

@@ -213,3 +213,16 @@ def test_a_small_sparse_recording_is_written_with_nan_where_a_metric_is_undefine
     assert np.isnan(m["similarity"]).any() and np.isfinite(m["similarity"]).any()
     assert np.isnan(m["participation_ratio"]).all()  # no trial noise: no variance within a stimulus
     assert np.isfinite(m["pv_correlation"]).all() and np.isfinite(m["decoder_retrained"]).all()
+
+
+@pytest.mark.parametrize("k, defined", [(2, [0, 3]), (3, [0, 2, 3]), (4, [0, 1, 2, 3]), (8, [0, 1, 2, 3]),
+                                        (20, [0, 1, 2, 3])])
+def test_covariance_points_spread_over_the_training_set(tmp_path, run_driftsim, k, defined):
+    """theory.covariance_points=k gives the variances of min(k, P) training points spread over the set: a k
+    above P = 4 gives all four (it used to give fewer as k grew: 8 → points 0, 1; 20 → point 0)."""
+    out = tmp_path / f"cov{k}.h5"
+    run_driftsim("task=synthetic", "theory.covariance=true", f"theory.covariance_points={k}", "record.n_times=5",
+                 f"out={out}")
+    with h5py.File(out) as h5:
+        var = h5["/theory/learn/var_train"][()]
+    assert np.flatnonzero(~np.isnan(var[-1])).tolist() == defined
