@@ -87,7 +87,11 @@ def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor
     tt = model.two_time(s + tau, s_, xa, xb)
     c_s = prior.var(s_)[:, None, None]
     rho = torch.exp(-prior.gamma * tau)[:, None, None]
-    return torch.cat([c_s * tt.k if part == "kgp" else tt.k + rho * c_s * tt.kp * tt.g for part in parts], 2)
+    # A before H: H is built in place in K'_L's array (no full-size temporaries; tt is not used after)
+    a = c_s * tt.k if "kgp" in parts else None
+    h = tt.kp.mul_(rho * c_s).mul_(tt.g).add_(tt.k) if "ndk" in parts else None
+    out = [a if part == "kgp" else h for part in parts]
+    return out[0] if len(out) == 1 else torch.cat(out, 2)
 
 
 U_NODES = 12  # Chebyshev nodes in u when σ0 ≠ σ
@@ -185,13 +189,13 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
         for start in range(0, p, rows):
             blk = slice(start, min(start + rows, p))
             b = blk.stop - blk.start
-            target = (_h_samples(model, tau_fit, s, xa_c[blk], xb_c, parts) - h0[blk]).reshape(tau_fit.numel(), -1)
+            target = _h_samples(model, tau_fit, s, xa_c[blk], xb_c, parts).sub_(h0[blk]).reshape(tau_fit.numel(), -1)
             sol = solver @ target  # [K-1, b*q*n_parts]
             coef[1:, m, blk] = sol.reshape(-1, b, q * n_parts)
             bar.update()
         for start in range(0, checked.numel(), rows):
             at = checked[start:start + rows]
-            val = (_h_samples(model, tau_val, s, xa_c[at], xb_c, parts) - h0[at]).reshape(tau_val.numel(), len(at),
+            val = _h_samples(model, tau_val, s, xa_c[at], xb_c, parts).sub_(h0[at]).reshape(tau_val.numel(), len(at),
                                                                                           n_parts, q)
             miss = (b_val @ coef[1:, m, at].reshape(alpha.numel() - 1, -1)).view(-1, len(at), n_parts, q) - val
             err = torch.maximum(err, miss.abs().amax((0, 1, 3)))
