@@ -15,7 +15,7 @@ from torch import Tensor
 from ..activations import Activation
 from ..prior import Prior
 from ..times import check_times
-from .expansion import U_NODES, Expansion, expand, fit_lags, rates
+from .expansion import BLOCK_BYTES, U_NODES, Expansion, expand, fit_lags, rates
 from .memory import check_budget
 from ..validation import check_freeze, check_inputs, check_rate_ratio, check_tol
 from .kernels import KernelModel
@@ -51,9 +51,6 @@ def grid_for(model: KernelModel, x_train: Tensor, t_end: float, tol: float, incl
     h_first = first_step(model, x_train, tol)
     return graded_for(t_end, h_first, model.prior.gamma, tol, tol, include), h_first
 
-
-# blocks of the kernel fit beyond this are no faster, only larger
-BLOCK_BYTES = 2**29
 
 # the expansion resolves lags down to this fraction of the grid's first step
 TAU_MIN_FRACTION = 0.1

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .kernels import KernelModel
 
-__all__ = ["Expansion", "expand", "block_rows", "fit_lags", "rates", "DOUBLES_PER_SAMPLE", "U_NODES"]
+__all__ = ["Expansion", "expand", "block_rows", "fit_lags", "rates", "BLOCK_BYTES", "DOUBLES_PER_SAMPLE", "U_NODES"]
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,11 @@ def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor
 U_NODES = 12  # Chebyshev nodes in u when σ0 ≠ σ
 VALIDATED_ROWS = 64
 
-# doubles alive per (pair, lag) while the kernels are evaluated and fitted (the layer recursion's temporaries;
-# measured 13 on depth 3 relu, benchmarks/README.md "Scale")
+# doubles alive per (pair, lag) while the kernels are evaluated and fitted (the layer recursion's temporaries:
+# the scale issue saw ~4,700 P² doubles for the 361 lags of depth 3 relu, 13 a sample)
 DOUBLES_PER_SAMPLE = 16
+# blocks of the kernel fit beyond this are no faster, only larger
+BLOCK_BYTES = 2**29
 
 
 def fit_lags(gamma: float, tau_min: float, per_decade: int = 6) -> int:
@@ -115,7 +117,7 @@ def block_rows(p: int, q: int, lags: int, budget_bytes: float) -> int:
 
 def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: float,
            per_decade: int = 6, u_nodes: int = U_NODES, parts: tuple = ("ndk",),
-           block_bytes: float = 2**30, progress: bool = False) -> tuple[Expansion, ...]:
+           block_bytes: float = BLOCK_BYTES, progress: bool = False) -> tuple[Expansion, ...]:
     """Fit the expansion of H = NDK/ρ (SPEC §3.2, module docstring) and/or of A = K_GP/ρ (§3.1) for lags up
     to ``t_span`` resolved down to ``tau_min``, on the same rates and nodes, from one evaluation of the kernels.
 

@@ -186,7 +186,7 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
     decays, w0s, w1s = exponential_weights(mu[None, :], h[:, None])  # [n, K]: every step at once
     # I + S_i depends on the step alone when ℓ is constant (one u-node, σ0 = σ): its LU factors serve every
     # following step of the same length (most of a graded grid: the diffusive phase's cap), P³ → P² per step.
-    # On such steps the rates whose e^(−μh) is below FORGET keep no memory beyond the step (their z is
+    # On any step the rates whose e^(−μh) is below FORGET keep no memory beyond the step (their z is
     # w0 r_prev + w1 r to rounding): their part of the history product is one P × P matrix, W0_fast r_prev,
     # and only the slow rates' running sums are carried (about half of K on the cap); the fast ones' z is
     # rebuilt where it is returned or the next step differs.
@@ -199,9 +199,11 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
         decay, w0 = decays[i - 1], w0s[i - 1]
         w_new = w1s[i - 1][:, None] * ell[i][None, :]  # [K, M]
         if not (same[i] and last is not None):
-            s_i = (w_new.reshape(1, -1) @ coef_s).reshape(p, p)
             ks = int((decay > FORGET).sum()) if constant_ell else k  # μ ascending: the slow rates come first
-            w0_fast = ((w0[ks:, None] * ell[i - 1][None, :]).reshape(1, -1) @ coef_s[ks * m:]).reshape(p, p)
+            # S_i and W0_fast from one pass over the coefficients
+            weights = torch.zeros(2, k, m, dtype=y.dtype, device=y.device)
+            weights[0], weights[1, ks:] = w_new, w0[ks:, None] * ell[i - 1][None, :]
+            s_i, w0_fast = (weights.reshape(2, -1) @ coef_s).reshape(2, p, p)
             last = (*torch.linalg.lu_factor(eye + s_i), s_i @ y, ks, w0_fast)
         lu, pivots, s_y, ks, w0_fast = last
         zs = decay[:ks, None, None] * z[:ks] + (w0[:ks, None] * ell[i - 1][None, :])[..., None] * r_prev
