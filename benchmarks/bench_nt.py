@@ -11,6 +11,8 @@ through .npz files in a temporary folder. Each side runs twice: with its library
 with one thread (torch.set_num_threads(1); XLA without its Eigen thread pool), since on a shared machine
 torch's threads wait on each other whenever a neighbour holds a core. Every time is the least of
 ``--repeats`` after one warm-up call (neural-tangents' first call, jit compilation included, is reported).
+"driftsim both" is ``KernelModel.nngp_ntk``, both kernels from one layer recursion (σ0 = σ here), as
+neural-tangents' ``kernel_fn(..., ("nngp", "ntk"))``.
 
 Parametrisation (SPEC §3.3): `stax.Dense(W_std=w, parameterization="ntk")`, no bias, before every relu and
 for the readout. Its NNGP with w = σ is driftsim's K_gp; its NTK with w = σ0 differentiates with respect
@@ -94,9 +96,9 @@ def best_of(repeats: int, fn) -> float:
 
 def time_driftsim(xa, xb, repeats: int) -> dict:
     m = model(*BENCH)
-    m.nngp(xa, xb), m.ntk(xa, xb)  # warm-up, as neural-tangents' first call
+    m.nngp_ntk(xa, xb)  # warm-up, as neural-tangents' first call
     return {"nngp_s": best_of(repeats, lambda: m.nngp(xa, xb)), "ntk_s": best_of(repeats, lambda: m.ntk(xa, xb)),
-            "both_s": best_of(repeats, lambda: (m.nngp(xa, xb), m.ntk(xa, xb)))}
+            "both_s": best_of(repeats, lambda: m.nngp_ntk(xa, xb))}
 
 
 def rel_diff(ours, theirs: np.ndarray) -> tuple[float, float]:

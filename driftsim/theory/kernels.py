@@ -181,6 +181,15 @@ class KernelModel:
         tt = self._one_time(s02, xa, xb)
         return tt.k + s02 * tt.kp * tt.g
 
+    def nngp_ntk(self, xa: Tensor, xb: Tensor) -> tuple[Tensor, Tensor]:
+        """``(nngp(xa, xb), ntk(xa, xb))``, each [p, q]: from one layer recursion when σ0 = σ (both kernels use
+        C ≡ σ², K_gp = σ² K_L of the NTK's pass), else from two."""
+        s2, s02 = self.prior.sigma ** 2, self.prior.sigma0 ** 2
+        if s02 != s2:
+            return self.nngp(xa, xb), self.ntk(xa, xb)
+        tt = self._one_time(s2, xa, xb)
+        return s2 * tt.k, tt.k + s02 * tt.kp * tt.g
+
     def prior_cov(self, t: Tensor, s: Tensor, xa: Tensor, xb: Tensor) -> Tensor:
         """SPEC §3.1 output prior covariance K_GP(t,s) = C(t,s) K_L(t,s): [B, p, q] for the arguments of
         ``two_time``."""

@@ -145,8 +145,9 @@ def _solve(x_train: Tensor, y: Tensor, x_test: Tensor, depth: int, activation: U
     x_train, x_test, y = (a.to(device=device, dtype=torch.float64) for a in (x_train, x_test, y))
     model = KernelModel(activation, depth, prior)
     x_all = torch.cat([x_train, x_test])
-    k_ntk = check_finite("the NTK of the training and test points", model.ntk(x_all, x_all), keys)
-    k_gp = check_finite("the NNGP kernel of the training and test points", model.nngp(x_all, x_all), keys)
+    k_gp, k_ntk = model.nngp_ntk(x_all, x_all)
+    k_ntk = check_finite("the NTK of the training and test points", k_ntk, keys)
+    k_gp = check_finite("the NNGP kernel of the training and test points", k_gp, keys)
     f_ntk_train, f_ntk_test = ntk_predictor(k_ntk, p, y, t_learn.to(device))
 
     if discretisation is None:

@@ -141,7 +141,7 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
     on each step and the exponentials are integrated exactly, through the running sums
     z_km(t) = ∫_0^t e^(−μ_k(t−s)) ℓ_m(s) r(s) ds; the new point is implicit,
     (I + S_i) f_i = Σ coef (decay z + w0 ℓ r_{i−1}) + S_i y with S_i = Σ w1 ℓ_m(t_i) coef.
-    Cost O(n K M P²), memory O(K M P²): no (n² × P²) array.
+    Cost O(n K M P²), memory O(K M P²) (one copy of coef): no (n² × P²) array.
 
     Parameters
     ----------
@@ -171,8 +171,8 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
     """
     n1, p = t.shape[0], y.shape[0]
     k, m = coef.shape[:2]
-    # two layouts so that each step is two matrix-vector products
-    coef_s = coef.reshape(k * m, p * p)
+    # the history product's layout, one copy; the rates' weighted sums read coef per u-node in place (a strided
+    # [K, P²] matrix each: coef may be a view of the expansion's training rows, not copied a second time)
     coef_z = coef.permute(2, 0, 1, 3).reshape(p, k * m * p)
     f = torch.zeros(n1, p, dtype=y.dtype, device=y.device)
     z = torch.zeros(k, m, p, dtype=y.dtype, device=y.device)
@@ -184,32 +184,35 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
     r_prev = y
     h = torch.diff(t)
     decays, w0s, w1s = exponential_weights(mu[None, :], h[:, None])  # [n, K]: every step at once
-    # I + S_i depends on the step alone when ℓ is constant (one u-node, σ0 = σ): its LU factors serve every
-    # following step of the same length (most of a graded grid: the diffusive phase's cap), P³ → P² per step.
-    # On any step the rates whose e^(−μh) is below FORGET keep no memory beyond the step (their z is
-    # w0 r_prev + w1 r to rounding): their part of the history product is one P × P matrix, W0_fast r_prev,
-    # and only the slow rates' running sums are carried (about half of K on the cap); the fast ones' z is
-    # rebuilt where it is returned or the next step differs.
+    # The weights depend on the step length alone: on the grid's repeated steps (most of a graded grid: the
+    # diffusive phase's cap) the rates' sums per u-node, A_m = Σ_k w1_k coef[k, m], serve every step, and
+    # S_i = Σ_m ℓ_m(t_i) A_m costs M P² instead of K M P². With ℓ constant (one u-node, σ0 = σ) I + S_i is the
+    # same too and its LU factors serve every such step (P³ → P²).
+    # The rates whose e^(−μh) is below FORGET keep no memory beyond the step (their z is w0 ℓ r_prev + w1 ℓ r to
+    # rounding): their part of the history product is Σ_m ℓ_m(t_{i−1}) B_m r_prev with B_m = Σ_{k fast} w0_k
+    # coef[k, m], and only the slow rates' running sums are carried (about half of K on the cap); the fast
+    # ones' z is rebuilt where it is returned or the next step differs.
     constant_ell = m == 1 and bool((ell == ell[0]).all())
     same = torch.zeros(n1, dtype=torch.bool)  # same[i]: step i (t[i-1] → t[i]) as long as step i − 1
     same[2:] = (h[1:] == h[:-1]).cpu()
-    same = same & constant_ell
-    last = None
+    sums = factors = None
     for i in tqdm(range(1, n1), desc=desc, disable=not progress, leave=False, mininterval=1.0):
         decay, w0 = decays[i - 1], w0s[i - 1]
         w_new = w1s[i - 1][:, None] * ell[i][None, :]  # [K, M]
-        if not (same[i] and last is not None):
-            ks = int((decay > FORGET).sum()) if constant_ell else k  # μ ascending: the slow rates come first
-            # S_i and W0_fast from one pass over the coefficients
-            weights = torch.zeros(2, k, m, dtype=y.dtype, device=y.device)
-            weights[0], weights[1, ks:] = w_new, w0[ks:, None] * ell[i - 1][None, :]
-            s_i, w0_fast = (weights.reshape(2, -1) @ coef_s).reshape(2, p, p)
-            last = (*torch.linalg.lu_factor(eye + s_i), s_i @ y, ks, w0_fast)
-        lu, pivots, s_y, ks, w0_fast = last
+        if not (same[i] and sums is not None):
+            ks = int((decay > FORGET).sum())  # μ ascending: the slow rates come first
+            weights = torch.stack([w1s[i - 1], torch.where(torch.arange(k, device=w0.device) >= ks, w0, 0.0)])
+            # A_m and B_m from one pass over the coefficients
+            sums = torch.stack([weights @ coef[:, j].reshape(k, p * p) for j in range(m)], 1).view(2, m, p, p)
+            factors = None
+        if factors is None or not constant_ell:
+            s_i = torch.tensordot(ell[i], sums[0], 1)
+            factors = (*torch.linalg.lu_factor(eye + s_i), s_i @ y)
+        lu, pivots, s_y = factors
         zs = decay[:ks, None, None] * z[:ks] + (w0[:ks, None] * ell[i - 1][None, :])[..., None] * r_prev
         rhs = coef_z[:, : ks * m * p] @ zs.reshape(-1) + s_y
         if ks < k:
-            rhs = rhs + w0_fast @ r_prev
+            rhs = rhs + ell[i - 1] @ (sums[1] @ r_prev)
         f[i] = torch.linalg.lu_solve(lu, pivots, rhs[:, None])[:, 0]
         r = y - f[i]
         z[:ks] = zs + w_new[:ks, :, None] * r

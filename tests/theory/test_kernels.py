@@ -91,6 +91,22 @@ def test_linear_closed_form_depth_dependence():
         assert torch.allclose(model.nngp(x, x), 1.3 ** (2 * (depth + 1)) * dot)
 
 
+@pytest.mark.parametrize("sigma0", [1.3, 0.9])
+def test_nngp_and_ntk_together_match_their_closed_forms(sigma0):
+    """KernelModel.nngp_ntk (one recursion when σ0 = σ): linear φ's closed forms of SPEC §3.3, and relu's kernels
+    as nngp and ntk compute them one by one."""
+    x = _inputs()
+    dot = x @ x.T / x.shape[1]
+    for depth in (1, 3):
+        prior = Prior(T=0.1, sigma=1.3, sigma0=sigma0)
+        k_gp, k_ntk = KernelModel("linear", depth, prior).nngp_ntk(x, x)
+        torch.testing.assert_close(k_gp, 1.3 ** (2 * (depth + 1)) * dot)
+        torch.testing.assert_close(k_ntk, (depth + 1) * sigma0 ** (2 * depth) * dot)
+        relu = KernelModel("relu", depth, prior)
+        for together, alone in zip(relu.nngp_ntk(x, x[:2]), (relu.nngp(x, x[:2]), relu.ntk(x, x[:2]))):
+            torch.testing.assert_close(together, alone, rtol=1e-14, atol=0)
+
+
 @pytest.mark.parametrize("name,depth", [("relu", 2), ("erf", 1), ("erf", 2)])
 def test_two_time_kernels_match_ou_monte_carlo(name, depth):
     """Weights drawn at s and t from the exact OU transition of SPEC §2 (written out here)."""

@@ -244,15 +244,16 @@ def test_bad_input_is_named():
             discretise(args.pop("x_train"), args.pop("x_test"), **args)
 
 
-def test_forgetting_fast_rates_on_repeated_steps_changes_nothing(monkeypatch):
-    """volterra.solve_separable folds the rates that forget a step (e^(−μh) < FORGET) into one matrix on
-    the grid's repeated steps; carrying every running sum (FORGET = 0: only exact underflow folds) gives the
-    same solution and returned sums to rounding."""
+@pytest.mark.parametrize("sigma0", [1.0, 0.6])
+def test_forgetting_fast_rates_on_repeated_steps_changes_nothing(monkeypatch, sigma0):
+    """volterra.solve_separable folds the rates that forget a step (e^(−μh) < FORGET) into one matrix per
+    u-node on the grid's repeated steps; carrying every running sum (FORGET = 0: only exact underflow folds)
+    gives the same solution and returned sums to rounding, with one u-node (σ0 = σ) and with twelve."""
     from driftsim.theory import volterra
 
-    folded, _ = run("relu", depth=2, t0=250.0, task=norms_task)
+    folded, _ = run("relu", depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
     monkeypatch.setattr(volterra, "FORGET", 0.0)
-    carried, _ = run("relu", depth=2, t0=250.0, task=norms_task)
+    carried, _ = run("relu", depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
     for a, b in ((folded.learn.f_train, carried.learn.f_train), (folded.learn.f_test, carried.learn.f_test),
                  (folded.drift.f_test, carried.drift.f_test)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
