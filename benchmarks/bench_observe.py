@@ -73,8 +73,8 @@ def main(overrides):
                     depth=m.depth, activation=m.activation, width=m.width, prior=Prior(dyn.T, dyn.sigma, dyn.sigma0),
                     t_learn=t_learn, t0=conf.protocol.t0, t_drift=t_drift, freeze=conf.protocol.freeze,
                     scheme=dyn.scheme, dt=dyn.dt, lam=dyn.lam, mpl_inner_steps=dyn.mpl_inner_steps,
-                    ensemble=s.ensemble, dtype=s.dtype, antithetic=s.antithetic, seed=conf.seed, device="cpu",
-                    progress=False, sessions=request)
+                    ensemble=s.ensemble, dtype=s.dtype, antithetic=s.antithetic, chunk=s.chunk, seed=conf.seed,
+                    device="cpu", progress=False, sessions=request)
         sources["sim"] = sim.sessions.activity
     o = conf.observe
     for source, units in sources.items():

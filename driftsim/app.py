@@ -253,9 +253,10 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
                        width=model.width, prior=_prior(conf), t_learn=t_learn, t0=protocol.t0, t_drift=t_drift,
                        freeze=protocol.freeze, scheme=dyn.scheme, dt=dyn.dt, lam=dyn.lam,
                        mpl_inner_steps=dyn.mpl_inner_steps, ensemble=s.ensemble, dtype=s.dtype,
-                       antithetic=s.antithetic, activity_units=s.activity_units, seed=conf.seed,
+                       antithetic=s.antithetic, activity_units=s.activity_units, chunk=s.chunk, seed=conf.seed,
                        device=conf.device, progress=progress, sessions=request)
-        log.info("simulation: %d networks, %.1f s", conf.sim.ensemble, time.perf_counter() - start)
+        log.info("simulation: %d networks in %d chunk(s) of at most %d, %.1f s", s.ensemble, sim.info["chunks"],
+                 s.chunk, time.perf_counter() - start)
         decoding.update({("sim", p): d for p, d in decode_sim(
             sim, y, population_networks=conf.decode.population_networks, **decode_args).items()})
         if observing:

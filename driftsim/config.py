@@ -21,9 +21,9 @@ from .sim.networks import SIM_DTYPES
 from .sim.schemes import SCHEMES
 from .sim.simulate import FREEZES
 from .tasks import IMAGE_SETS, NORMALIZATIONS
-from .validation import (check_activity_units, check_depth, check_ensemble, check_image_pair_task, check_proximity,
-                         check_run_length, check_scales, check_seed, check_synthetic_task, check_t0, check_tol, choice,
-                         integer, positive, require)
+from .validation import (check_activity_units, check_chunk, check_depth, check_ensemble, check_image_pair_task,
+                         check_proximity, check_run_length, check_scales, check_seed, check_synthetic_task, check_t0,
+                         check_tol, choice, integer, positive, require)
 
 __all__ = ["SyntheticTaskConfig", "ImagePairTaskConfig", "ModelConfig", "DynamicsConfig", "ProtocolConfig",
            "SimConfig", "RecordConfig", "TheoryConfig", "DecodeConfig", "ObserveConfig", "LimitsConfig",
@@ -135,9 +135,13 @@ class SimConfig:
     dtype: str = "float32"
     antithetic: bool = False  # pairs of networks that differ by the sign of the readout
     activity_units: int = 0  # hidden units of the last layer snapshotted per network (0: none)
+    # networks simulated at once: a larger ensemble runs in consecutive chunks, each from its own seeds
+    # (sim.simulate), so the memory of weights and activations stays bounded while the records hold all
+    chunk: int = 1024
 
     def __post_init__(self):
         check_ensemble(self.ensemble, self.antithetic)
+        check_chunk(self.chunk, self.antithetic)
         choice("sim.dtype", self.dtype, SIM_DTYPES)
 
 

@@ -62,10 +62,10 @@ def estimate(conf) -> Estimate:
     """The cost of a validated :class:`driftsim.config.DriftsimConfig` from its keys alone (no grid yet).
 
     Memory counts float64 copies of the task's inputs (host and device), the theory's (P+Q)² kernels (a few of
-    them; its expansion and Volterra solve are checked against theory.memory_gb by theory/memory.py), and per
-    simulated network its weights four times over (weights, gradient,
-    noise, prefetched noise), one layer's activations on every point, and the recorded predictors and
-    hidden activity of both phases.
+    them; its expansion and Volterra solve are checked against theory.memory_gb by theory/memory.py), per
+    network of one chunk (min(sim.ensemble, sim.chunk) networks simulated at once) its weights four times over
+    (weights, gradient, noise, prefetched noise) and one layer's activations on every point, and per network of
+    the whole ensemble the recorded predictors and hidden activity of both phases.
     """
     P, Q = _points(conf.task)
     X, n0 = P + Q, input_dim(conf.task)
@@ -80,8 +80,8 @@ def estimate(conf) -> Estimate:
         steps = math.ceil(d.t_end / dt) + n_rec  # substeps between recorded times land on each of them
         per_network = float(n0) * m.width + (m.depth - 1) * float(m.width) ** 2 + m.width
         weights = s.ensemble * per_network
-        b = _BYTES[s.dtype]
-        memory += b * (4 * weights + 2 * s.ensemble * X * float(m.width))
+        at_once = min(s.ensemble, s.chunk)  # the networks of one chunk
+        memory += _BYTES[s.dtype] * at_once * (4 * per_network + 2 * X * float(m.width))
         memory += 8.0 * n_rec * s.ensemble * X * (1 + s.activity_units)
     if conf.observe.sessions:
         o = conf.observe
@@ -133,7 +133,8 @@ def check_estimate(conf, est: Estimate) -> None:
             f"task.n_test={t.n_test}"
         sizes = f"P + Q = {est.points} points ({keys}) of N0 = {input_dim(t)} inputs"
         if conf.mode in ("sim", "both"):
-            sizes += f", sim.ensemble={s.ensemble} networks of model.width={m.width}, model.depth={m.depth}"
+            sizes += (f", sim.ensemble={s.ensemble} networks (sim.chunk={s.chunk} at once) of model.width={m.width}, "
+                      f"model.depth={m.depth}")
         note = "" if lim.max_memory_gb is not None else f" (unset: {MEMORY_FRACTION:g} of this machine's RAM)"
         _refuse(f"about {est.memory_gb:.3g} GB of memory for {sizes}", "limits.max_memory_gb", budget, note)
 

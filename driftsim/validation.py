@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["require", "positive", "integer", "choice", "check_tol", "check_depth", "check_ensemble",
-           "check_activity_units", "check_t0", "check_freeze", "check_inputs", "check_labels",
+           "check_chunk", "check_activity_units", "check_t0", "check_freeze", "check_inputs", "check_labels",
            "check_synthetic_task", "check_image_pair_task", "check_seed", "check_scales", "check_proximity",
            "check_rate_ratio", "check_finite", "numerical_failures", "NumericalError", "SCALE_RANGE", "MAX_DEPTH",
            "MAX_RATE_RATIO", "MIN_RUN_LENGTH", "SEED_LIMIT", "check_run_length"]
@@ -266,6 +266,21 @@ def check_ensemble(ensemble: int, antithetic: bool) -> int:
     integer("sim.ensemble", ensemble, 1)
     require(not antithetic or ensemble % 2 == 0, "sim.ensemble", ensemble, "an even number when sim.antithetic=true")
     return int(ensemble)
+
+
+def check_chunk(chunk: int, antithetic: bool) -> int:
+    """``sim.chunk``, the most networks simulated at once: an integer >= 1, even when ``sim.antithetic`` (a pair
+    of antithetic networks stays in one chunk).
+
+    Raises
+    ------
+    ValueError
+        Naming ``sim.chunk`` and what is allowed.
+    """
+    integer("sim.chunk", chunk, 1)
+    require(not antithetic or chunk % 2 == 0, "sim.chunk", chunk,
+            "an even number when sim.antithetic=true (a pair of antithetic networks stays in one chunk)")
+    return int(chunk)
 
 
 def check_activity_units(units: int, width: int) -> int:

@@ -131,6 +131,15 @@ def test_observe_keys_that_contradict_the_model_name_it(overrides, key, allowed)
         validated(*overrides)
 
 
+def test_sim_chunk_defaults_to_1024_and_keeps_antithetic_pairs_together():
+    assert validated().sim.chunk == 1024
+    assert validated("sim.ensemble=6", "sim.antithetic=true", "sim.chunk=4").sim.chunk == 4
+    with pytest.raises(ValueError, match=r"sim.chunk=0 is not allowed: an integer >= 1"):
+        validated("sim.chunk=0")
+    with pytest.raises(ValueError, match=r"sim.chunk=3 is not allowed: an even number when sim.antithetic=true"):
+        validated("sim.antithetic=true", "sim.chunk=3")
+
+
 def test_observe_is_off_by_default_and_theory_mode_needs_no_width():
     assert validated().observe.sessions == 0
     assert validated("observe.sessions=3", "observe.cells=5000").observe.cells == 5000  # units sampled, not simulated

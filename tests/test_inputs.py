@@ -156,6 +156,19 @@ def test_grid_estimate_is_the_graded_grid_count():
         assert abs(grid_points(t_end, h_first, h_max, growth) - built) <= 0.02 * built + 2
 
 
+def test_memory_estimate_holds_one_chunk_of_networks_and_the_whole_ensembles_records():
+    from driftsim.cost import estimate
+
+    def memory(chunk: int) -> float:
+        return estimate(validated("mode=sim", "sim.ensemble=5000", "model.width=512", f"sim.chunk={chunk}")).memory_gb
+    weights = 5 * 512 + 512  # N0 = P + 1 = 5 inputs, depth 1, the readout
+    per_network = 4 * (4 * weights + 2 * 5 * 512) / 1e9  # float32: 4 copies of the weights, activations on X = 5
+    assert memory(1000) == pytest.approx(memory(5000) - 4000 * per_network)
+    assert memory(5000) == memory(10_000)  # E <= chunk: the ensemble at once
+    records = 8.0 * 2 * 9 * 5000 * 5 * (1 + 8) / 1e9  # both phases' 8 + 1 times of f and 8 units, every network
+    assert memory(1) > records
+
+
 def test_default_memory_limit_is_a_fraction_of_the_machine(monkeypatch):
     from driftsim import cost
     from driftsim.theory import memory

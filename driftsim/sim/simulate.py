@@ -1,9 +1,11 @@
-"""The simulator's driver (SPEC §8, §6.1): an ensemble trained by one of ``schemes.py``, the readout
-frozen at t0 while the hidden weights drift, the predictors recorded, divergence checked.
+"""The simulator's driver (SPEC §8, §6.1): an ensemble trained by one of ``schemes.py`` in chunks of networks
+(sim.chunk, each from its own seeds), the readout frozen at t0 while the hidden weights drift, the predictors
+recorded, divergence checked.
 """
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -16,8 +18,8 @@ from ..activations import Activation
 from ..prior import Prior
 from ..results import SimPhase, SimResult, SimSessions
 from ..times import check_times
-from ..validation import (check_activity_units, check_depth, check_freeze, check_inputs, check_labels,
-                          check_proximity, check_scales, check_seed, choice, integer, positive)
+from ..validation import (check_activity_units, check_chunk, check_depth, check_ensemble, check_freeze, check_inputs,
+                          check_labels, check_proximity, check_scales, check_seed, choice, integer, positive)
 from .networks import Ensemble, init_ensemble, resolve_device, resolve_dtype
 from .noise import leave_a_core
 from .schemes import SCHEMES, euler, langevin, mpl, prior_drift, substeps
@@ -30,21 +32,33 @@ DIVERGENCE_LIMIT = 1e6  # |f| beyond this (labels are ±1) counts as a diverged 
 CHECK_EVERY = 16  # steps between divergence checks (each one synchronises a GPU)
 
 
-def _generators(seed: int, device: torch.device) -> list[torch.Generator]:
-    """Independent generators for initialisation, learning and drift: the learning run does not depend on
-    whether a drift phase is asked for."""
-    seeds = np.random.SeedSequence(seed).generate_state(3)
-    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+def _generators(seed: int, device: torch.device, chunk: int = 0) -> list[torch.Generator]:
+    """Independent generators for initialisation, learning and drift of chunk ``chunk`` of the ensemble: the
+    learning run does not depend on whether a drift phase is asked for. Chunk 0 draws from
+    ``SeedSequence(seed)`` (an ensemble within one chunk is the run of before chunking), chunk c >= 1 from
+    ``SeedSequence(seed, spawn_key=(c,))``, numpy's c-th child of it: streams apart from every other chunk's and
+    seed's (unlike ``SeedSequence([seed, c])``, which equals ``SeedSequence(seed + c·2**32)`` and, through zero
+    padding, ``SeedSequence([seed, c, 0])``)."""
+    root = np.random.SeedSequence(seed, spawn_key=(chunk,) if chunk else ())
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in root.generate_state(3)]
 
 
 class _Recorder:
-    """Preallocated CPU records of one phase: predictors and optional activity snapshots."""
+    """Preallocated CPU records of one phase: predictors [n, E, P+Q] and optional activity snapshots."""
 
-    def __init__(self, t: Tensor, E: int, P: int, Q: int, units: int, dtype: torch.dtype):
+    def __init__(self, t: Tensor, P: int, f: Tensor, act: Optional[Tensor]):
+        self.t, self.P, self.f, self.act = t, P, f, act
+        self.units = act.shape[-1] if act is not None else 0
+
+    @classmethod
+    def empty(cls, t: Tensor, E: int, P: int, Q: int, units: int, dtype: torch.dtype) -> "_Recorder":
         n = len(t)
-        self.t, self.P, self.units = t, P, units
-        self.f = torch.empty(n, E, P + Q, dtype=dtype)
-        self.act = torch.empty(n, E, P + Q, units, dtype=dtype) if units else None
+        return cls(t, P, torch.empty(n, E, P + Q, dtype=dtype),
+                   torch.empty(n, E, P + Q, units, dtype=dtype) if units else None)
+
+    def part(self, lo: int, hi: int) -> "_Recorder":
+        """The recorder of networks lo..hi−1 (one chunk): it writes into these records' slice."""
+        return _Recorder(self.t, self.P, self.f[:, lo:hi], self.act[:, lo:hi] if self.act is not None else None)
 
     def __call__(self, i: int, net: Ensemble, x_all: Tensor) -> Tensor:
         fw = net.forward(x_all)
@@ -69,7 +83,8 @@ class SessionRequest:
     units: int
 
     def recorder(self, x_all: Tensor, depth: int, ensemble: int, width: int, dtype: torch.dtype):
-        """A callable (i, net) storing session i, and the SimSessions it fills; checks the request."""
+        """A callable (i, net, first) storing session i of the ensemble ``net`` whose first network is network
+        ``first`` of the whole (a chunk's), and the SimSessions it fills; checks the request."""
         t = check_times("observe session times", self.t, from_zero=True)
         for name, value, top in (("observe.layer", self.layer, depth), ("observe.networks", self.networks, ensemble),
                                  ("observe cells (with turnover)", self.units, width)):
@@ -77,9 +92,11 @@ class SessionRequest:
                 raise ValueError(f"{name}={value} is not allowed: 1..{top} for this simulation")
         out = SimSessions(t, self.layer, torch.empty(len(t), self.networks, self.units, len(x_all), dtype=dtype))
 
-        def record(i: int, net: Ensemble) -> None:
-            act = net.forward(x_all).phi[self.layer - 1]  # [E, N, X]
-            out.activity[i] = act[:self.networks, :self.units].cpu()
+        def record(i: int, net: Ensemble, first: int) -> None:
+            take = min(self.networks - first, net.size)  # observed networks in this chunk
+            if take > 0:
+                act = net.forward(x_all).phi[self.layer - 1]  # [E, N, X]
+                out.activity[i, first:first + take] = act[:take, :self.units].cpu()
         return record, out
 
 
@@ -112,8 +129,8 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
              width: int, prior: Prior, t_learn: Tensor, t0: Optional[float] = None,
              t_drift: Optional[Tensor] = None, freeze: str = "readout", scheme: str = "langevin",
              dt: float = 0.01, lam: float = 100.0, mpl_inner_steps: int = 2, ensemble: int = 64,
-             dtype: str = "float32", antithetic: bool = False, activity_units: int = 0, seed: int = 0,
-             device: str = "auto", progress: bool = True,
+             dtype: str = "float32", antithetic: bool = False, activity_units: int = 0, chunk: int = 1024,
+             seed: int = 0, device: str = "auto", progress: bool = True,
              sessions: Optional[SessionRequest] = None) -> SimResult:
     """Simulate an ensemble of networks (SPEC §8) and record their predictors over learning and drift.
 
@@ -123,6 +140,13 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
     ``freeze="readout"`` keeps a(t0) and moves the hidden weights under the prior alone, ``"none"`` moves
     every weight so; exact OU transitions (MPL: the chain's own AR(1)), while the learning run goes on
     undisturbed.
+
+    The networks run in consecutive chunks of at most ``chunk`` (networks 0..chunk−1, then the next chunk),
+    each a whole simulation of its networks that writes its slice of the preallocated records, so that
+    memory for the weights and activations is bounded by the chunk while the records hold the whole ensemble.
+    Chunk c draws from its own seeds (``_generators``): chunk 0 from ``SeedSequence(seed)``, as a run
+    without chunks, chunk c >= 1 from ``SeedSequence(seed, spawn_key=(c,))``. The results depend on seed,
+    ensemble and chunk alone, never on the machine; with E <= chunk there is one chunk, the run of before chunking.
 
     Parameters
     ----------
@@ -145,27 +169,29 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
         ``"mpl"``: proximal steps of 1/``lam`` with ``mpl_inner_steps`` MALA sweeps (dynamics.*).
     dt, lam, mpl_inner_steps : float, float, int
         dynamics.dt, dynamics.lam, dynamics.mpl_inner_steps.
-    ensemble, dtype, antithetic, activity_units : int, str, bool, int
+    ensemble, dtype, antithetic, activity_units, chunk : int, str, bool, int, int
         sim.*: networks E, ``"float32"`` or ``"float64"``, antithetic pairs (E even), hidden units of the
-        last layer snapshotted per network (0: none, at most ``width``).
+        last layer snapshotted per network (0: none, at most ``width``), networks simulated at once (even
+        when antithetic, so that a pair stays in one chunk).
     seed : int
         Seeds initialisation, learning and drift with independent streams (the learning run does not depend
-        on whether a drift phase is asked for).
+        on whether a drift phase is asked for), and every chunk apart.
     device : str
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     progress : bool
-        Show a progress bar.
+        Show a progress bar over all chunks' steps (with its ETA).
     sessions : SessionRequest, optional
         Drift phase only: also record a layer's activity at its drift times into
-        ``SimResult.sessions``. They become extra stops of the drift, whose exact transitions compose,
-        so the drift keeps its law but draws other random numbers than a run without sessions.
+        ``SimResult.sessions``. They become extra stops of the drift (in every chunk), whose exact transitions
+        compose, so the drift keeps its law but draws other random numbers than a run without sessions.
 
     Returns
     -------
     SimResult
         CPU records in ``dtype``: learn.f_train [n, E, P], learn.f_test [n, E, Q] (drift: [m, E, ·]),
-        activity [n, E, P or Q, activity_units]; ``info`` holds scheme, dt, steps, wall time, device, dtype,
-        antithetic, the NTK bound ntk_max_eig (and for MPL lam, mpl_inner_steps, mpl_acceptance).
+        activity [n, E, P or Q, activity_units]; ``info`` holds scheme, dt, steps (of one chunk's run), chunks,
+        wall time, device, dtype, antithetic, the NTK bound ntk_max_eig (the largest of the chunks'), and for
+        MPL lam, mpl_inner_steps, mpl_acceptance (over all chunks).
 
     Raises
     ------
@@ -188,30 +214,23 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
     units = check_activity_units(activity_units, integer("model.width", width, 1))
     check_scales(prior.T, prior.sigma, prior.sigma0, check_depth(depth))
     check_seed(seed)
+    check_ensemble(ensemble, antithetic)
+    check_chunk(chunk, antithetic)
     dev, dtype = resolve_device(device), resolve_dtype(dtype)
     x, y, x_test = (v.to(device=dev, dtype=dtype) for v in (x_train, y_train, x_test))
     x_all = torch.cat([x, x_test])
     P, Q = len(x), len(x_test)
-    g_init, g_learn, g_drift = _generators(seed, dev)
-    net = init_ensemble(ensemble, x.shape[1], width, depth, activation, prior.sigma0, generator=g_init, dtype=dtype,
-                        antithetic=antithetic)
-    lam_max = _stability_hint(net, x, prior)
-    if scheme == "mpl":
-        check_proximity(lam, prior.gamma, lam_max)
     if scheme == "mpl":
         learning, drift_kind = mpl(x, y, prior, mpl_inner_steps), "mpl"
     else:
         learning, drift_kind = {"langevin": langevin, "euler": euler}[scheme](x, y, prior), "ou"
     drift = prior_drift(prior, drift_kind, lam, readout=freeze == "none")
 
-    def check(f: Tensor, t: float) -> None:
-        _check_divergence(f, t, scheme, dt, lam, prior.gamma, lam_max)
-
     stops = sorted(set(t_learn.tolist()) | ({float(t0)} if t0 is not None else set()))
     plan = [substeps(b - a, dt) for a, b in zip(stops[:-1], stops[1:])]
     index = {t: i for i, t in enumerate(t_learn.tolist())}
-    learn_rec = _Recorder(t_learn, ensemble, P, Q, units, dtype)
-    drift_rec = _Recorder(t_drift, ensemble, P, Q, units, dtype) if t0 is not None else None
+    learn_rec = _Recorder.empty(t_learn, ensemble, P, Q, units, dtype)
+    drift_rec = _Recorder.empty(t_drift, ensemble, P, Q, units, dtype) if t0 is not None else None
     if sessions is not None and t0 is None:
         raise ValueError("observe sessions lie in the drift phase, but protocol.t0 is unset (no drift phase)")
     record_session, session_out = (sessions.recorder(x_all, depth, ensemble, width, dtype)
@@ -219,47 +238,70 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
     drift_stops = t_drift.tolist() if t0 is not None else []
     if sessions is not None:
         drift_stops = sorted(set(drift_stops) | set(session_out.t.tolist()))
+    at_record = {t: i for i, t in enumerate(t_drift.tolist())} if t0 is not None else {}
+    at_session = {t: i for i, t in enumerate(session_out.t.tolist())} if sessions is not None else {}
     n_drift = max(len(drift_stops) - 1, 0)
+    steps = sum(n for n, _ in plan)
+    firsts = range(0, ensemble, chunk)  # each chunk's first network
+    # one bar over every chunk's steps, so that its ETA is the whole run's
+    bar = tqdm(total=(steps + n_drift) * len(firsts), unit="step", disable=not progress, dynamic_ncols=True,
+               desc=f"sim {scheme}" + (f", {len(firsts)} chunks of {chunk}" if len(firsts) > 1 else ""))
 
-    state = learning.init(net, g_learn)
-    steps = 0
-    bar = tqdm(total=sum(n for n, _ in plan) + n_drift, unit="step", desc=f"sim {scheme}", disable=not progress,
-               dynamic_ncols=True)
-    with state.noise, leave_a_core(state.noise), bar:
-        for k, t_stop in enumerate(stops):
-            if k > 0:
-                n, h = plan[k - 1]
-                for i in range(n):
-                    learning.step(state, h)
-                    if i % CHECK_EVERY == CHECK_EVERY - 1:
-                        check(state.f_train, state.t)
-                bar.update(n)
-                steps += n
-                state.t = t_stop  # the sum of the steps lands here up to rounding
-            if t_stop in index:
-                check(learn_rec(index[t_stop], state.net, x_all), t_stop)
-            elif k > 0:
-                check(state.net.forward(x).f, t_stop)
-            if t0 is not None and t_stop == t0:
-                dstate = drift.init(state.net.clone(), g_drift)
-                at_record = {t: i for i, t in enumerate(t_drift.tolist())}
-                at_session = {t: i for i, t in enumerate(session_out.t.tolist())} if sessions is not None else {}
-                for k_d, t_d in enumerate(drift_stops):
-                    if k_d > 0:
-                        drift.step(dstate, t_d - drift_stops[k_d - 1])
-                        bar.update(1)
-                    if t_d in at_record:
-                        drift_rec(at_record[t_d], dstate.net, x_all)
-                    if t_d in at_session:
-                        record_session(at_session[t_d], dstate.net)
-                del dstate
+    def run_chunk(c: int, lo: int, hi: int) -> tuple[float, dict]:
+        """Simulate networks lo..hi−1 from chunk c's seeds into the records; their NTK hint and scheme stats."""
+        g_init, g_learn, g_drift = _generators(seed, dev, c)
+        net = init_ensemble(hi - lo, x.shape[1], width, depth, activation, prior.sigma0, generator=g_init,
+                            dtype=dtype, antithetic=antithetic)
+        lam_max = _stability_hint(net, x, prior)
+        if scheme == "mpl":
+            check_proximity(lam, prior.gamma, lam_max)
 
-    info = {"scheme": scheme, "dt": dt, "steps": steps, "drift_transitions": n_drift,
+        def check(f: Tensor, t: float) -> None:
+            _check_divergence(f, t, scheme, dt, lam, prior.gamma, lam_max)
+
+        learn_part = learn_rec.part(lo, hi)
+        drift_part = drift_rec.part(lo, hi) if drift_rec is not None else None
+        state = learning.init(net, g_learn)
+        with state.noise, leave_a_core(state.noise):
+            for k, t_stop in enumerate(stops):
+                if k > 0:
+                    n, h = plan[k - 1]
+                    for i in range(n):
+                        learning.step(state, h)
+                        if i % CHECK_EVERY == CHECK_EVERY - 1:
+                            check(state.f_train, state.t)
+                    bar.update(n)
+                    state.t = t_stop  # the sum of the steps lands here up to rounding
+                if t_stop in index:
+                    check(learn_part(index[t_stop], state.net, x_all), t_stop)
+                elif k > 0:
+                    check(state.net.forward(x).f, t_stop)
+                if t0 is not None and t_stop == t0:
+                    dstate = drift.init(state.net.clone(), g_drift)
+                    for k_d, t_d in enumerate(drift_stops):
+                        if k_d > 0:
+                            drift.step(dstate, t_d - drift_stops[k_d - 1])
+                            bar.update(1)
+                        if t_d in at_record:
+                            drift_part(at_record[t_d], dstate.net, x_all)
+                        if t_d in at_session:
+                            record_session(at_session[t_d], dstate.net, lo)
+                    del dstate
+        return lam_max, state.stats
+
+    hints, stats = [], Counter()  # the chunks' NTK hints; scheme stats summed over the chunks
+    with bar:
+        for c, lo in enumerate(firsts):
+            lam_max, chunk_stats = run_chunk(c, lo, min(lo + chunk, ensemble))
+            hints.append(lam_max)
+            stats.update(chunk_stats)
+
+    info = {"scheme": scheme, "dt": dt, "steps": steps, "drift_transitions": n_drift, "chunks": len(firsts),
             "wall_time_s": time.perf_counter() - start, "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
-            "antithetic": antithetic, "ntk_max_eig": lam_max}
+            "antithetic": antithetic, "ntk_max_eig": max(hints)}
     if scheme == "mpl":
-        proposed = state.stats.get("proposed", 0)
+        proposed = stats.get("proposed", 0)
         info.update(lam=lam, mpl_inner_steps=mpl_inner_steps,
-                    mpl_acceptance=state.stats.get("accepted", 0) / proposed if proposed else float("nan"))
+                    mpl_acceptance=stats.get("accepted", 0) / proposed if proposed else float("nan"))
     return SimResult(learn_rec.phase(), drift_rec.phase() if drift_rec is not None else None,
                      float(t0) if t0 is not None else None, info, session_out)
