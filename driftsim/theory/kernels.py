@@ -99,8 +99,9 @@ class KernelModel:
         for layer in range(self.depth):
             k, kp = self.activation.expect(qa[layer][:, :, None], qb[layer][:, None, :], cov)
             if layer + 1 < self.depth:
-                g = k + c * kp * g
-                cov = c * k
+                # in place: this layer's K' and K are not needed once G and the next covariance are formed
+                g = kp.mul_(c).mul_(g).add_(k)
+                cov = k.mul_(c)
         return TwoTime(k=k, kp=kp, g=g)
 
     def two_time(self, t: Tensor, s: Tensor, xa: Tensor, xb: Tensor) -> TwoTime:
