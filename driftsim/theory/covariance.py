@@ -207,7 +207,7 @@ def _sweep(disc: Discretisation, kgp: Expansion, gamma: float, p: int, groups: l
     ell_list = ell.tolist()
 
     # [L, K·(P+Q)·P] with [n1, L] weights: the rows at t_j are one product streaming the coefficients once
-    parts = [_u_basis(ell, e.coef, p, rel) for e in (ndk, kgp)]
+    parts = [_u_basis(e.basis_u(torch.exp(-2 * gamma * t)), e.coef, p, rel) for e in (ndk, kgp)]
     shape = ndk.coef.shape[:1] + ndk.coef.shape[2:]
 
     def coefs(j: int) -> tuple[Tensor, Tensor]:
@@ -440,7 +440,7 @@ def predictor_covariance(x_train: Tensor, x_test: Tensor, *, depth: int, activat
     else:
         # K_GP's expansion, if the discretisation passed in does not hold it (discretise(covariance=False))
         kgp = disc.kgp or expand(model, x_rows, x_train, t_span=disc.t_span, tau_min=disc.tau_min,
-                                 parts=("kgp",))[0]
+                                 u_nodes=disc.ndk.u_nodes.numel(), parts=("kgp",))[0]
         groups = [_Group(anchors=disc.rec, pts=pts,
                          scales=torch.ones(n, n_row, kk, dtype=torch.float64, device=dev))]
         if t0 is not None:

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..activations import Activation
 from ..prior import Prior
 from ..times import check_times
-from .expansion import BLOCK_BYTES, U_NODES, Expansion, expand, fit_lags, rates
+from .expansion import BLOCK_BYTES, U_LEVELS, Expansion, expand, fit_lags, rates, u_node_count
 from .memory import check_budget
 from ..validation import check_freeze, check_inputs, check_rate_ratio, check_tol
 from .kernels import KernelModel
@@ -54,6 +54,10 @@ def grid_for(model: KernelModel, x_train: Tensor, t_end: float, tol: float, incl
 
 # the expansion resolves lags down to this fraction of the grid's first step
 TAU_MIN_FRACTION = 0.1
+# σ0 ≠ σ: the u-nodes interpolate the kernels to U_TOL_FRACTION·tol of their size, and the coefficients'
+# u-dependence is cut to its singular vectors above U_REL_FRACTION·tol of the largest (tests/theory/test_mean.py::
+# test_the_u_nodes_and_their_cut_keep_the_predictor)
+U_TOL_FRACTION, U_REL_FRACTION = 1e-1, 1e-3
 
 
 @dataclass(frozen=True)
@@ -157,18 +161,19 @@ def _check_protocol(t_learn: Tensor, t0: Optional[float], t_drift: Optional[Tens
     return check_times("t_drift", t_drift)
 
 
-def _budget(model: KernelModel, x_train: Tensor, q: int, lam_max: float, tol: float, parts: int,
+def _budget(model: KernelModel, x_train: Tensor, q: int, lam_max: float, tol: float, parts: int, u_nodes: int,
             memory_gb: Optional[float], lam_at_most: float) -> float:
-    """theory/memory.check_budget for the expansion that ``lam_max`` (λ_max(K_ntk), or a lower bound) implies;
-    ``lam_at_most`` bounds λ_max of any smaller problem (for the largest P the refusal names)."""
-    gamma, stationary = model.prior.gamma, model.prior.sigma0 == model.prior.sigma
+    """theory/memory.check_budget for the expansion that ``lam_max`` (λ_max(K_ntk), or a lower bound) implies
+    on ``u_nodes`` nodes; ``lam_at_most`` bounds λ_max of any smaller problem (for the largest P the refusal
+    names)."""
+    gamma = model.prior.gamma
 
     def count(lam: float) -> tuple[int, int]:
         tau_min = TAU_MIN_FRACTION * GRID_FIRST * math.sqrt(tol) / lam
         return rates(gamma, tau_min).numel(), fit_lags(gamma, tau_min)
 
     (k, lags), (k_most, lags_most) = count(lam_max), count(lam_at_most)
-    return check_budget(x_train.shape[0], q, k, 1 if stationary else U_NODES, parts, max(lags, lags_most),
+    return check_budget(x_train.shape[0], q, k, u_nodes, parts, max(lags, lags_most),
                         memory_gb, x_train.device, rates_at_most=k_most)
 
 
@@ -214,18 +219,24 @@ def discretise(x_train: Tensor, x_test: Tensor, *, depth: int, activation: Union
     # before anything P²-sized: λ_max ≥ max K_ntk(x, x) bounds the rates from below, so a problem refused
     # here is too large whatever λ_max is (and λ_max ≤ trace ≤ P max K_ntk(x, x) bounds those of any smaller
     # problem); then the exact check once λ_max is known (a principal submatrix's λ_max is smaller: it bounds
-    # the smaller problems). The fit's samples take what is left, in blocks of at most BLOCK_BYTES
+    # the smaller problems; the first check with the fewest u-nodes any σ0 ≠ σ problem takes, the second with
+    # those the u-probe chose). The fit's samples take what is left, in blocks of at most BLOCK_BYTES
     q, diagonal = x_test.shape[0], float(model.ntk_diagonal(x_train).max())
-    _budget(model, x_train, q, diagonal, tol, len(parts), memory_gb, x_train.shape[0] * diagonal)
+    stationary = prior.sigma0 == prior.sigma
+    _budget(model, x_train, q, diagonal, tol, len(parts), 1 if stationary else U_LEVELS[0], memory_gb,
+            x_train.shape[0] * diagonal)
     include = torch.cat([t_learn, torch.tensor([t0 if t0 is not None else 0.0], dtype=torch.float64)])
     t, h_first = grid_for(model, x_train, float(t_learn[-1]), tol, include)
     lam_max = GRID_FIRST * math.sqrt(tol) / h_first
-    block = _budget(model, x_train, q, lam_max, tol, len(parts), memory_gb, lam_max)
     t = t.to(device)
     t_span = float(t_learn[-1]) + (float(tau.max()) if t0 is not None else 0.0)
     tau_min = TAU_MIN_FRACTION * h_first
-    ndk, *kgp = expand(model, torch.cat([x_train, x_test]), x_train, t_span=t_span, tau_min=tau_min,
-                       parts=parts, block_bytes=min(block, BLOCK_BYTES), progress=progress)
+    x_all = torch.cat([x_train, x_test])
+    u_nodes = u_node_count(model, x_all, x_train, t_span, tau_min, U_TOL_FRACTION * tol, parts=parts)
+    block = _budget(model, x_train, q, lam_max, tol, len(parts), u_nodes, memory_gb, lam_max)
+    ndk, *kgp = expand(model, x_all, x_train, t_span=t_span, tau_min=tau_min, u_nodes=u_nodes, parts=parts,
+                       u_rel=U_REL_FRACTION * tol, basis_rows=x_train.shape[0], block_bytes=min(block, BLOCK_BYTES),
+                       progress=progress)
     rec = torch.searchsorted(t, t_learn.to(device))
     i0 = int(torch.searchsorted(t, torch.tensor(float(t0 or 0.0), dtype=t.dtype, device=device)))
     return Discretisation(model=model, x_train=x_train, x_test=x_test, t_learn=t_learn, t0=t0, t_drift=tau,

@@ -10,7 +10,10 @@ C(s,s) = σ² + Δu, C(t,t) = σ² + Δuρ², C(t,s) = ρ C(s,s), Δ = σ0² −
 We write H(ρ, u) = H(0, u) + Σ_k B_k(u) ρ^{α_k} (and A likewise, with coefficients A_k(u) on the same
 rates) with a fixed ladder of rates α_k (a few integers,
 then log-spaced up to the smallest lag that matters) fitted by least squares in ρ, and Lagrange
-interpolation in u at Chebyshev nodes (a single node when σ0 = σ: then H does not depend on u).
+interpolation in u at Chebyshev nodes (a single node when σ0 = σ: then H does not depend on u). How many
+nodes the u-dependence needs is probed on a few pairs (:func:`u_node_count`: 5, 9, 17 or 33 nested nodes), and
+the coefficients' u-dependence is then cut to its leading singular vectors (``u_rel``), which the solvers
+see as the functions ℓ(u) · mix.
 H(0, u) is the decorrelated mean kernel m_∞(x) m_s(x') (§6.4), kept exact. The expansion turns the
 Volterra history into running sums (``volterra.solve_separable``) and gives the drift phase in closed
 form, while the √τ cusp of relu is represented by the fast rates instead of being under-resolved.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -28,23 +32,27 @@ from tqdm.auto import tqdm
 
 from .kernels import KernelModel
 
-__all__ = ["Expansion", "expand", "block_rows", "fit_lags", "rates", "BLOCK_BYTES", "DOUBLES_PER_SAMPLE", "U_NODES"]
+__all__ = ["Expansion", "expand", "u_node_count", "block_rows", "fit_lags", "rates", "BLOCK_BYTES",
+           "DOUBLES_PER_SAMPLE", "U_LEVELS"]
 
 
 @dataclass(frozen=True)
 class Expansion:
-    """H(ρ, u; xa, xb) ≈ Σ_k Σ_m coef[k, m] ρ^{alpha[k]} ℓ_m(u), with alpha[0] = 0 (the mean kernel).
+    """H(ρ, u; xa, xb) ≈ Σ_k Σ_j coef[k, j] ρ^{alpha[k]} b_j(u), with alpha[0] = 0 (the mean kernel) and
+    b(u) = ℓ(u) · u_mix, ℓ the Lagrange basis at the nodes (b = ℓ without u_mix).
 
-    alpha: [K]; u_nodes: [M]; coef: [K, M, p, q]; fit_error: max |H − fit| on validation lags (between the
-    fitting lags) for up to 64 rows of xa spread over it, every column.
+    alpha: [K]; u_nodes: [M]; coef: [K, L, p, q] (L = M without u_mix); fit_error: max |H − fit| on validation
+    lags (between the fitting lags) for up to 64 rows of xa spread over it, every column, before the cut in u;
+    u_mix: [M, L] the leading left singular vectors of the coefficients' u-dependence, or None.
     """
     alpha: Tensor
     u_nodes: Tensor
     coef: Tensor
     fit_error: float
+    u_mix: Optional[Tensor] = None
 
     def basis_u(self, u: Tensor) -> Tensor:
-        """ℓ_m(u), the Lagrange basis at the Chebyshev nodes (module docstring).
+        """b_j(u) = Σ_m ℓ_m(u) u_mix[m, j], ℓ the Lagrange basis at the Chebyshev nodes (module docstring).
 
         Parameters
         ----------
@@ -54,12 +62,13 @@ class Expansion:
         Returns
         -------
         Tensor
-            [n, M], in u's dtype and on its device.
+            [n, L], in u's dtype and on its device.
         """
         if self.u_nodes.numel() == 1:
             return torch.ones(u.shape[0], 1, dtype=u.dtype, device=u.device)
         interp = BarycentricInterpolator(self.u_nodes.cpu().numpy(), np.eye(self.u_nodes.numel()))
-        return torch.as_tensor(interp(u.cpu().numpy()), dtype=u.dtype, device=u.device)
+        ell = torch.as_tensor(interp(u.cpu().numpy()), dtype=u.dtype, device=u.device)
+        return ell if self.u_mix is None else ell @ self.u_mix.to(ell)
 
 
 def rates(gamma: float, tau_min: float, per_decade: int = 6) -> Tensor:
@@ -94,8 +103,11 @@ def _h_samples(model: KernelModel, tau: Tensor, s: float, xa: Tensor, xb: Tensor
     return out[0] if len(out) == 1 else torch.cat(out, 2)
 
 
-U_NODES = 12  # Chebyshev nodes in u when σ0 ≠ σ
+# numbers of Chebyshev nodes in u when σ0 ≠ σ, of which u_node_count picks one
+U_LEVELS = (5, 7, 9, 13, 17, 25, 33)
 VALIDATED_ROWS = 64
+# the u-probe's pairs and lags (every PROBE_LAG_STEP-th validation lag): the u-dependence is smooth in the lag
+PROBE_ROWS, PROBE_COLS, PROBE_LAG_STEP = 16, 256, 4
 
 # doubles alive per (pair, lag) while the kernels are evaluated and fitted (the layer recursion's temporaries:
 # the scale issue saw ~4,700 P² doubles for the 361 lags of depth 3 relu, 13 a sample)
@@ -109,6 +121,89 @@ def fit_lags(gamma: float, tau_min: float, per_decade: int = 6) -> int:
     return 8 * rates(gamma, tau_min, per_decade).numel() + 1
 
 
+def _lags(gamma: float, n_rates: int, t_span: float, tau_min: float) -> tuple[Tensor, Tensor]:
+    """The fit's lags (τ = 0 and 8 per rate, log-spaced from tau_min/10 to the span) and the validation lags
+    between them."""
+    lo, hi = math.log10(tau_min / 10), math.log10(max(t_span, 40.0 / gamma))
+    n_fit = 8 * n_rates
+    tau_fit = torch.cat([torch.zeros(1, dtype=torch.float64), torch.logspace(lo, hi, n_fit, dtype=torch.float64)])
+    tau_val = torch.logspace(lo + 0.5 * (hi - lo) / n_fit, hi, n_fit - 1, dtype=torch.float64)
+    return tau_fit, tau_val
+
+
+def _node_time(u: float, gamma: float) -> float:
+    """s of u = e^(−2γs); u = 0 is s = ∞: the stationary limit is taken at a late time instead."""
+    return -math.log(u) / (2 * gamma) if u > 0 else 60.0 / gamma
+
+
+def _spread(n: int, most: int) -> Tensor:
+    """Up to ``most`` indices spread evenly over range(n)."""
+    return torch.unique(torch.linspace(0, n - 1, min(n, most), dtype=torch.float64).round().long())
+
+
+def u_node_count(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: float, u_tol: float,
+                 per_decade: int = 6, parts: tuple = ("ndk",)) -> int:
+    """The fewest Chebyshev nodes in u (U_LEVELS) that interpolate H (and A) to ``u_tol`` of their largest value,
+    probed on PROBE_ROWS × PROBE_COLS pairs spread over xa × xb, at every PROBE_LAG_STEP-th validation lag and
+    at the U_LEVELS[-1] − 1 points in u halfway between the last level's nodes. 1 when σ0 = σ; the last level when none is
+    within u_tol.
+
+    xa: [p, N0], xb: [q, N0] as for :func:`expand`. A node probed costs about
+    PROBE_ROWS·PROBE_COLS/(p·q·PROBE_LAG_STEP) of a node of the fit.
+    """
+    prior = model.prior
+    if prior.sigma0 == prior.sigma:
+        return 1
+    gamma = prior.gamma
+    _, tau_val = _lags(gamma, rates(gamma, tau_min, per_decade).numel(), t_span, tau_min)
+    tau = tau_val[::PROBE_LAG_STEP]
+    cpu = torch.device("cpu")
+    xa_c = xa.to(cpu, torch.float64)[_spread(xa.shape[0], PROBE_ROWS)]
+    xb_c = xb.to(cpu, torch.float64)[_spread(xb.shape[0], PROBE_COLS)]
+
+    def at(u: Tensor) -> np.ndarray:
+        return np.stack([_h_samples(model, tau, _node_time(v, gamma), xa_c, xb_c, parts).reshape(-1).numpy()
+                         for v in u.tolist()])
+
+    # the points halfway (in angle) between the last level's nodes: no level has a node there
+    theta = math.pi * (torch.arange(U_LEVELS[-1] - 1, dtype=torch.float64) + 0.5) / (U_LEVELS[-1] - 1)
+    between = 0.5 * (1 - torch.cos(theta))
+    truth = at(between)
+    # relative to the kernels' size at each u: they can be small at s = 0 (σ0 ≪ σ), where learning is fast
+    scale = np.abs(truth).max(1)
+    for level in U_LEVELS:
+        nodes = _chebyshev_nodes(level)
+        miss = (np.abs(BarycentricInterpolator(nodes.numpy(), at(nodes))(between.numpy()) - truth).max(1) / scale).max()
+        if miss <= u_tol:
+            return level
+    return U_LEVELS[-1]
+
+
+def _cut_u(coef: Tensor, rows: int, rel: float) -> tuple[Tensor, Optional[Tensor]]:
+    """coef [K, M, p, c] ≈ mix · coef' [K, L, p, c] in its u-index (mix [M, L]): the left singular vectors of
+    the u-dependence of the first ``rows`` rows (the training points: the cut does not depend on the test points)
+    above ``rel`` times the largest, each node weighted by 1/(its kernels' size at ρ = 1), so that the cut is
+    relative where the kernels are small (s = 0 when σ0 ≪ σ). coef' is written over coef's storage (read rate by
+    rate before it is overwritten): no second copy exists. (coef, None) when nothing is cut."""
+    k, m = coef.shape[:2]
+    size_u = coef[:, :, :rows].sum(0).abs().amax((1, 2)).clamp(min=torch.finfo(coef.dtype).tiny)  # |H(1, u_m)|
+    w = 1.0 / size_u
+    # singular vectors from the M × M Gram matrix, summed over the rates: one pass, no [M, K·p·c] copy (it resolves
+    # them down to ~1e-8 of the largest: below that, noise directions are kept, which costs time, not accuracy)
+    gram = sum((w[:, None] * c) @ (w[:, None] * c).T for c in (coef[j, :, :rows].reshape(m, -1) for j in range(k)))
+    ev, vec = torch.linalg.eigh(gram)  # ascending
+    keep = ev.clamp(min=0).sqrt() > rel * ev[-1].clamp(min=0).sqrt()
+    if bool(keep.all()):
+        return coef, None
+    left = vec[:, keep].flip(1)
+    into, mix = (w[:, None] * left).T.contiguous(), (left / w[:, None]).contiguous()
+    n_cut, size = mix.shape[1], coef[0, 0].numel()
+    flat, storage = coef.view(k, m, size), coef.view(-1)
+    for j in range(k):  # rate j is written over elements of rates ≤ j only
+        storage[j * n_cut * size:(j + 1) * n_cut * size].view(n_cut, size).copy_(into @ flat[j])
+    return storage[:k * n_cut * size].view(k, n_cut, *coef.shape[2:]), mix
+
+
 def block_rows(p: int, q: int, lags: int, budget_bytes: float) -> int:
     """Rows of xa per block so that the kernel samples of a block, [lags, rows, q] with their temporaries,
     fit in ``budget_bytes`` (at least one row)."""
@@ -116,8 +211,9 @@ def block_rows(p: int, q: int, lags: int, budget_bytes: float) -> int:
 
 
 def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: float,
-           per_decade: int = 6, u_nodes: int = U_NODES, parts: tuple = ("ndk",),
-           block_bytes: float = BLOCK_BYTES, progress: bool = False) -> tuple[Expansion, ...]:
+           per_decade: int = 6, u_nodes: int = U_LEVELS[1], parts: tuple = ("ndk",), u_rel: float = 0.0,
+           basis_rows: Optional[int] = None, block_bytes: float = BLOCK_BYTES,
+           progress: bool = False) -> tuple[Expansion, ...]:
     """Fit the expansion of H = NDK/ρ (SPEC §3.2, module docstring) and/or of A = K_GP/ρ (§3.1) for lags up
     to ``t_span`` resolved down to ``tau_min``, on the same rates and nodes, from one evaluation of the kernels.
 
@@ -132,9 +228,15 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     per_decade : int
         Rates per decade of the log-spaced part of the ladder.
     u_nodes : int
-        Chebyshev nodes in u (one node when σ0 = σ).
+        Chebyshev nodes in u when σ0 ≠ σ (:func:`u_node_count` chooses them; one node when σ0 = σ).
     parts : tuple of str
         Which kernels to expand: "ndk" (H), "kgp" (A).
+    u_rel : float
+        Cut the coefficients' u-dependence to its left singular vectors above u_rel times the largest (0: no
+        cut), one basis for all parts (Expansion.u_mix).
+    basis_rows : int, optional
+        The leading rows of xa whose coefficients decide the cut (default all: the training points, so that
+        the numbers do not depend on the test points).
     block_bytes : float
         Memory for the kernel samples: the fit runs over blocks of rows of xa (:func:`block_rows`), so that
         only the coefficients are P²-sized (the samples at every lag for every pair would be ~4,700 P² doubles).
@@ -144,7 +246,7 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     Returns
     -------
     tuple of Expansion
-        One per entry of ``parts``, coef [K, M, p, q]; the fit runs in float64 on the CPU and the
+        One per entry of ``parts``, coef [K, L, p, q]; the fit runs in float64 on the CPU and the
         coefficients move to xa's device.
 
     Raises
@@ -161,11 +263,7 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     alpha = rates(gamma, tau_min, per_decade)
     stationary = prior.sigma0 == prior.sigma
     nodes = torch.ones(1, dtype=torch.float64) if stationary else _chebyshev_nodes(u_nodes)
-    lo, hi = math.log10(tau_min / 10), math.log10(max(t_span, 40.0 / gamma))
-    n_fit = 8 * alpha.numel()
-    tau_fit = torch.cat([torch.zeros(1, dtype=torch.float64), torch.logspace(lo, hi, n_fit, dtype=torch.float64)])
-    # validation lags fall between the fitting lags
-    tau_val = torch.logspace(lo + 0.5 * (hi - lo) / n_fit, hi, n_fit - 1, dtype=torch.float64)
+    tau_fit, tau_val = _lags(gamma, alpha.numel(), t_span, tau_min)
     basis = lambda tau: torch.exp(-gamma * tau[:, None] * alpha[None, 1:])  # noqa: E731  [n, K-1]
     b_fit, b_val = basis(tau_fit), basis(tau_val)
     # least squares through the pseudo-inverse (SVD, rank cut as LAPACK's gelsd): shared by the u-nodes
@@ -177,12 +275,11 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
     rows = block_rows(p, q * n_parts, tau_fit.numel(), block_bytes)
     # the fit error on VALIDATED_ROWS rows spread over xa (every row when there are fewer): a diagnostic whose
     # kernel samples would otherwise cost as much as the fit's
-    checked = torch.unique(torch.linspace(0, p - 1, min(p, VALIDATED_ROWS), dtype=torch.float64).round().long())
+    checked = _spread(p, VALIDATED_ROWS)
     bar = tqdm(total=nodes.numel() * math.ceil(p / rows), desc="theory: kernel fit", unit="block",
                disable=not progress, leave=False, mininterval=1.0)
     for m, u in enumerate(nodes.tolist()):
-        # u = 0 is s = ∞: take the stationary limit at a late time instead
-        s = 0.0 if stationary else (-math.log(u) / (2 * gamma) if u > 0 else 60.0 / gamma)
+        s = 0.0 if stationary else _node_time(u, gamma)
         su = torch.full((1,), s, dtype=torch.float64)
         h0 = m_inf[:, None] * model.last_layer_mean(prior.var(su), xb_c)[0][None, :]
         # H(0, u) = m_∞ m_s and A(0, u) = C(s,s) m_∞ m_s
@@ -202,6 +299,10 @@ def expand(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: f
             miss = (b_val @ coef[1:, m, at].reshape(alpha.numel() - 1, -1)).view(-1, len(at), n_parts, q) - val
             err = torch.maximum(err, miss.abs().amax((0, 1, 3)))
     bar.close()
-    coefs = coef.view(alpha.numel(), nodes.numel(), p, n_parts, q).unbind(3)
+    mix = None
+    if u_rel > 0 and nodes.numel() > 1:
+        coef, mix = _cut_u(coef, p if basis_rows is None else basis_rows, u_rel)
+    coefs = coef.view(alpha.numel(), coef.shape[1], p, n_parts, q).unbind(3)
     return tuple(Expansion(alpha=alpha.to(dev), u_nodes=nodes.to(dev), coef=c.contiguous().to(dev),
-                           fit_error=float(e)) for c, e in zip(coefs, err))
+                           fit_error=float(e), u_mix=None if mix is None else mix.to(dev))
+                 for c, e in zip(coefs, err))

@@ -248,7 +248,7 @@ def test_bad_input_is_named():
 def test_forgetting_fast_rates_on_repeated_steps_changes_nothing(monkeypatch, sigma0):
     """volterra.solve_separable folds the rates that forget a step (e^(−μh) < FORGET) into one matrix per
     u-node on the grid's repeated steps; carrying every running sum (FORGET = 0: only exact underflow folds)
-    gives the same solution and returned sums to rounding, with one u-node (σ0 = σ) and with twelve."""
+    gives the same solution and returned sums to rounding, with one u-node (σ0 = σ) and with several."""
     from driftsim.theory import volterra
 
     folded, _ = run("relu", depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
@@ -259,11 +259,27 @@ def test_forgetting_fast_rates_on_repeated_steps_changes_nothing(monkeypatch, si
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("act,sigma0", [("relu", 0.5), ("relu", 0.1), ("erf", 2.0)])
+def test_the_u_nodes_and_their_cut_keep_the_predictor(monkeypatch, act, sigma0):
+    """σ0 ≠ σ: the nodes the probe picks (expansion.u_node_count at U_TOL_FRACTION·tol) and the cut of the
+    coefficients in u (U_REL_FRACTION·tol) against the last level's 33 nodes uncut: within tol/20 of the scale."""
+    from driftsim.theory import discretisation
+
+    chosen, _ = run(act, depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
+    monkeypatch.setattr(discretisation, "u_node_count", lambda *a, **k: 33)
+    monkeypatch.setattr(discretisation, "U_REL_FRACTION", 0.0)
+    fine, _ = run(act, depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
+    for a, b in ((chosen.learn.f_train, fine.learn.f_train), (chosen.learn.f_test, fine.learn.f_test),
+                 (chosen.drift.f_test, fine.drift.f_test)):
+        torch.testing.assert_close(a, b, rtol=0, atol=5e-6 * float(b.abs().max()))
+
+
 @pytest.mark.parametrize("act,sigma0", [("relu", 0.5), ("erf", 2.0)])
-def test_the_late_phase_on_one_kernel_changes_nothing(monkeypatch, act, sigma0):
+def test_the_late_phase_on_one_kernel_keeps_the_predictor(monkeypatch, act, sigma0):
     """σ0 ≠ σ: once u = e^(−2γt) ≈ 0, volterra.solve_separable marches the late steps on the one kernel
     Σ_m ℓ_m coef[k, m], with the earlier running sums as a decaying forcing; marching every step on the
-    u-nodes (LATE_ELL < 0: no late phase) gives the same solution and returned sums to 1e-10 of their scale."""
+    u-nodes (LATE_ELL < 0: no late phase) gives the same solution to 1e-7 of its scale (tol/1000; measured 4e-9:
+    the kernel's remaining u-dependence at ℓ within LATE_ELL of its limit)."""
     from driftsim.theory import volterra
 
     late, _ = run(act, depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
@@ -271,4 +287,4 @@ def test_the_late_phase_on_one_kernel_changes_nothing(monkeypatch, act, sigma0):
     every, _ = run(act, depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
     for a, b in ((late.learn.f_train, every.learn.f_train), (late.learn.f_test, every.learn.f_test),
                  (late.drift.f_train, every.drift.f_train), (late.drift.f_test, every.drift.f_test)):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-10 * float(b.abs().max()))
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7 * float(b.abs().max()))
