@@ -170,7 +170,7 @@ def _budget(model: KernelModel, x_train: Tensor, q: int, lam_max: float, tol: fl
 
     def count(lam: float) -> tuple[int, int]:
         tau_min = TAU_MIN_FRACTION * GRID_FIRST * math.sqrt(tol) / lam
-        return rates(gamma, tau_min).numel(), fit_lags(gamma, tau_min)
+        return rates(gamma, tau_min).numel(), fit_lags(gamma, tau_min, stationary=u_nodes == 1)
 
     (k, lags), (k_most, lags_most) = count(lam_max), count(lam_at_most)
     return check_budget(x_train.shape[0], q, k, u_nodes, parts, max(lags, lags_most),
