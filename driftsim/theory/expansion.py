@@ -11,9 +11,9 @@ We write H(ρ, u) = H(0, u) + Σ_k B_k(u) ρ^{α_k} (and A likewise, with coeffi
 rates) with a fixed ladder of rates α_k (a few integers,
 then log-spaced up to the smallest lag that matters) fitted by least squares in ρ, and Lagrange
 interpolation in u at Chebyshev nodes (a single node when σ0 = σ: then H does not depend on u). How many
-nodes the u-dependence needs is probed on a few pairs (:func:`u_node_count`: 5, 9, 17 or 33 nested nodes), and
-the coefficients' u-dependence is then cut to its leading singular vectors (``u_rel``), which the solvers
-see as the functions ℓ(u) · mix.
+nodes the u-dependence needs is probed on a few pairs (:func:`u_node_count`: 5 to 33 nodes, U_LEVELS), and
+the coefficients' u-dependence is then cut to its leading singular vectors (``u_rel``, :func:`_cut_u`), which the
+solvers see as the functions ℓ(u) · mix.
 H(0, u) is the decorrelated mean kernel m_∞(x) m_s(x') (§6.4), kept exact. The expansion turns the
 Volterra history into running sums (``volterra.solve_separable``) and gives the drift phase in closed
 form, while the √τ cusp of relu is represented by the fast rates instead of being under-resolved.
@@ -151,10 +151,10 @@ def _spread(n: int, most: int) -> Tensor:
 
 def u_node_count(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_min: float, u_tol: float,
                  per_decade: int = 6, parts: tuple = ("ndk",)) -> int:
-    """The fewest Chebyshev nodes in u (U_LEVELS) that interpolate H (and A) to ``u_tol`` of their largest value,
-    probed on PROBE_ROWS × PROBE_COLS pairs spread over xa × xb, at every PROBE_LAG_STEP-th validation lag and
-    at the U_LEVELS[-1] − 1 points in u halfway between the last level's nodes. 1 when σ0 = σ; the last level when none is
-    within u_tol.
+    """The fewest Chebyshev nodes in u (U_LEVELS) that interpolate H (and A) to ``u_tol`` of their size at each u
+    (the largest over the pairs and lags probed), probed on PROBE_ROWS × PROBE_COLS pairs spread over xa × xb, at
+    every PROBE_LAG_STEP-th validation lag and at the U_LEVELS[-1] − 1 points in u halfway (in angle) between the
+    last level's nodes. 1 when σ0 = σ; the last level when none is within u_tol.
 
     xa: [p, N0], xb: [q, N0] as for :func:`expand`. A node probed costs about
     PROBE_ROWS·PROBE_COLS/(p·q·PROBE_LAG_STEP) of a node of the fit.
@@ -190,17 +190,21 @@ def u_node_count(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_
 def _cut_u(coef: Tensor, rows: int, rel: float) -> tuple[Tensor, Optional[Tensor]]:
     """coef [K, M, p, c] ≈ mix · coef' [K, L, p, c] in its u-index (mix [M, L]): the left singular vectors of
     the u-dependence of the first ``rows`` rows (the training points: the cut does not depend on the test points)
-    above ``rel`` times the largest, each node weighted by 1/(its kernels' size at ρ = 1), so that the cut is
+    above ``rel`` times the largest, each node weighted by 1/(its kernels' size at ρ = 1) (relative to the
+    largest node's), so that the cut is
     relative where the kernels are small (s = 0 when σ0 ≪ σ). coef' is written over coef's storage (read rate by
     rate before it is overwritten): no second copy exists. (coef, None) when nothing is cut."""
     k, m = coef.shape[:2]
     size_u = coef[:, :, :rows].sum(0).abs().amax((1, 2)).clamp(min=torch.finfo(coef.dtype).tiny)  # |H(1, u_m)|
-    w = 1.0 / size_u
+    # weights ≥ 1 (the largest node's is 1), so that mix's entries stay within 1 and b(u) = ℓ(u) · mix is of order
+    # one as ℓ is (volterra.LATE_ELL compares its values), while coef' carries the kernels' scale
+    w = size_u.max() / size_u
     # singular vectors from the M × M Gram matrix, summed over the rates: one pass, no [M, K·p·c] copy (it resolves
     # them down to ~1e-8 of the largest: below that, noise directions are kept, which costs time, not accuracy)
     gram = sum((w[:, None] * c) @ (w[:, None] * c).T for c in (coef[j, :, :rows].reshape(m, -1) for j in range(k)))
     ev, vec = torch.linalg.eigh(gram)  # ascending
     keep = ev.clamp(min=0).sqrt() > rel * ev[-1].clamp(min=0).sqrt()
+    keep[-1] = True  # the leading direction, also for coefficients that are all zero
     if bool(keep.all()):
         return coef, None
     left = vec[:, keep].flip(1)
