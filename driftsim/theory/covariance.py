@@ -185,8 +185,8 @@ def _sweep(disc: Discretisation, kgp: Expansion, gamma: float, p: int, groups: l
     diffusive phase) share one running sum, ψ(j+1), and only the others' sums are kept. A step costs
     O(R (k_slow + 1) P²) for R active rows; the step's matrices are rebuilt only where the step sizes or
     the coefficients change. Streaming the coefficients at each t_j costs as much as the products: their
-    u-dependence (the expansion's basis, already cut at tol/1000 with each node weighted by its kernels' size)
-    is cut to the singular vectors above ``rel`` relative."""
+    u-dependence (the expansion's basis, which ``discretise`` has cut at tol/1000 with each node weighted by its
+    kernels' size) is cut to the singular vectors above ``rel`` relative."""
     t, ndk = disc.t, disc.ndk
     n1, dev, dt = t.shape[0], t.device, t.dtype
     mu = (ndk.alpha + 1) * gamma

@@ -169,9 +169,13 @@ def u_node_count(model: KernelModel, xa: Tensor, xb: Tensor, t_span: float, tau_
     xa_c = xa.to(cpu, torch.float64)[_spread(xa.shape[0], PROBE_ROWS)]
     xb_c = xb.to(cpu, torch.float64)[_spread(xb.shape[0], PROBE_COLS)]
 
+    samples: dict[float, np.ndarray] = {}  # by u: the levels share nodes (5, 9, 17, 33 and 7, 13, 25 nest)
+
     def at(u: Tensor) -> np.ndarray:
-        return np.stack([_h_samples(model, tau, _node_time(v, gamma), xa_c, xb_c, parts).reshape(-1).numpy()
-                         for v in u.tolist()])
+        for v in u.tolist():
+            if round(v, 12) not in samples:
+                samples[round(v, 12)] = _h_samples(model, tau, _node_time(v, gamma), xa_c, xb_c, parts).reshape(-1).numpy()
+        return np.stack([samples[round(v, 12)] for v in u.tolist()])
 
     # the points halfway (in angle) between the last level's nodes: no level has a node there
     theta = math.pi * (torch.arange(U_LEVELS[-1] - 1, dtype=torch.float64) + 0.5) / (U_LEVELS[-1] - 1)

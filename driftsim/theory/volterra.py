@@ -134,8 +134,9 @@ def exponential_pair_weights(mu: Tensor, h: Tensor) -> Tensor:
 FORGET = 1e-17
 # from the grid point on which every ℓ_m(t_i) stays within this of its last value (u = e^(−2γt) ≈ 0: the weights'
 # variance has relaxed) the kernel is taken not to depend on u (the mean predictor of the scale problem at P = 100,
-# σ0 = σ/2 and σ/10, moved by 7e-9 and 1e-8 of its scale against LATE_ELL = 1e-12 (1e-6 at 1e-3); ℓ_m's slopes at
-# u = 0 are ~M², so u is far smaller still; tests/theory/test_mean.py::test_the_late_phase_on_one_kernel_keeps_the_predictor)
+# σ0 = σ/2 and σ/10, moved by 7e-9 and 1e-8 of its scale against LATE_ELL = 1e-12 (1.2e-6 and 1.6e-6 at 1e-3);
+# ℓ_m's slopes at u = 0 are ~M², so u is far smaller still;
+# tests/theory/test_mean.py::test_the_late_phase_on_one_kernel_keeps_the_predictor)
 LATE_ELL = 1e-5
 
 
