@@ -138,6 +138,12 @@ FORGET = 1e-17
 # ℓ_m's slopes at u = 0 are ~M², so u is far smaller still;
 # tests/theory/test_mean.py::test_the_late_phase_on_one_kernel_keeps_the_predictor)
 LATE_ELL = 1e-5
+# the most steps of one block of repeated steps (``_March._block``; 1: step by step), which balances the block's
+# one pass over the slow rates' ks P² coefficients (ks/4 P² a step) against its lag products (1.5 P² a step); its
+# lag matrices hold BLOCK_MAX − 1 P² numbers
+BLOCK_MAX = 4
+# the coefficients' rows a step's two products share while they stay in the cache (``_March._sums``)
+CACHE_BYTES = 6 * 2**20
 
 
 def _late_start(ell: Tensor) -> int:
@@ -162,43 +168,134 @@ class _March:
         self.eye = torch.eye(p, dtype=y.dtype, device=y.device)
         # ℓ constant: one u-node, or the late stretch (σ0 = σ, or u ≈ 0)
         self.constant_ell = self.m == 1 and bool((ell == ell[0]).all())
+        # ahead[i]: how many steps from i on repeat the step before i (same[i], same[i + 1], ...)
+        same = self.same.tolist()
+        self.ahead = [0] * (len(same) + 1)
+        for i in range(len(same) - 1, -1, -1):
+            self.ahead[i] = self.ahead[i + 1] + 1 if same[i] else 0
 
     def run(self, first: int, last: int, z: Tensor, r_prev: Tensor, f: Tensor, keep: set, forcing=None,
             bar=None) -> tuple[Tensor, Tensor, dict]:
         """Steps first..last (t_{i−1} → t_i) from the running sums z [K, M, P] and residual r_prev at t_{first−1};
         f[i] filled. Returns z and r at t_last and {i: z_i} for i in ``keep``."""
         k, m, p, ell, y = self.k, self.m, self.y.shape[0], self.ell, self.y
-        kept, sums, factors = {}, None, None
-        for i in range(first, last + 1):
+        kept, sums, fast, factors, lags = {}, None, None, None, None
+        marks = sorted(j for j in keep if first <= j <= last)
+        i = first
+        while i <= last:
             decay, w0 = self.decays[i - 1], self.w0s[i - 1]
             w_new = self.w1s[i - 1][:, None] * ell[i][None, :]  # [K, M]
-            if not (self.same[i] and sums is not None):
-                ks = int((decay > FORGET).sum())  # μ ascending: the slow rates come first
-                weights = torch.stack([self.w1s[i - 1], torch.where(torch.arange(k, device=w0.device) >= ks, w0, 0.0)])
-                # A_m and B_m from one pass over the coefficients
-                sums = torch.stack([weights @ self.coef[:, j].reshape(k, p * p) for j in range(m)], 1).view(2, m, p, p)
-                factors = None
+            new = not (self.same[i] and sums is not None)
+            if not new and ks < k and fast is None:
+                fast = self._sums(w0[ks:], ks)
+            if not new and BLOCK_MAX > 1 and self.constant_ell and self.ahead[i] >= 2:
+                # a block of repeated steps with ℓ constant: one pass over the slow rates' coefficients for all
+                # its steps, the steps within the block through the lag matrices (``_block``)
+                if lags is None:
+                    lags = self._lag_matrices(i, ks)
+                end = min(i + lags.shape[0], i + self.ahead[i] - 1, last,
+                          next((j for j in marks if j >= i), last))
+                rebuild = ks < k and (end in keep or end == last or not self.same[end + 1])
+                z, r_prev = self._block(i, end, ks, z, r_prev, f, factors, fast[0] if ks < k else None, lags,
+                                        forcing, rebuild)
+                if end in keep:
+                    kept[end] = z.clone()
+                if bar is not None:
+                    bar.update(end - i + 1)
+                i = end + 1
+                continue
+            if new:
+                # a new step length: every rate carried, A_m and the history product from one pass over coef_z
+                ks, fast, lags, factors = int((decay > FORGET).sum()), None, None, None  # μ ascending: slow first
+                zs = decay[:, None, None] * z + (w0[:, None] * ell[i - 1][None, :])[..., None] * r_prev
+                sums, rhs = self._sums(self.w1s[i - 1], 0, zs)
+            else:
+                zs = decay[:ks, None, None] * z[:ks] + (w0[:ks, None] * ell[i - 1][None, :])[..., None] * r_prev
+                rhs = self.coef_z[:, : ks * m * p] @ zs.reshape(-1)
+                if ks < k:
+                    rhs = rhs + ell[i - 1] @ (fast @ r_prev)
             if factors is None or not self.constant_ell:
-                s_i = torch.tensordot(ell[i], sums[0], 1)
+                s_i = torch.tensordot(ell[i], sums, 1)
                 factors = (*torch.linalg.lu_factor(self.eye + s_i), s_i @ y)
             lu, pivots, s_y = factors
-            zs = decay[:ks, None, None] * z[:ks] + (w0[:ks, None] * ell[i - 1][None, :])[..., None] * r_prev
-            rhs = self.coef_z[:, : ks * m * p] @ zs.reshape(-1) + s_y
-            if ks < k:
-                rhs = rhs + ell[i - 1] @ (sums[1] @ r_prev)
+            rhs = rhs + s_y
             if forcing is not None:
                 rhs = rhs + forcing(i)
             f[i] = torch.linalg.lu_solve(lu, pivots, rhs[:, None])[:, 0]
             r = y - f[i]
-            z[:ks] = zs + w_new[:ks, :, None] * r
-            if ks < k and (i in keep or i == last or not self.same[i + 1]):
-                z[ks:] = (w0[ks:, None] * ell[i - 1][None, :])[..., None] * r_prev + w_new[ks:, :, None] * r
+            if new:
+                z = zs + w_new[:, :, None] * r
+            else:
+                z[:ks] = zs + w_new[:ks, :, None] * r
+                if ks < k and (i in keep or i == last or not self.same[i + 1]):
+                    z[ks:] = (w0[ks:, None] * ell[i - 1][None, :])[..., None] * r_prev + w_new[ks:, :, None] * r
             r_prev = r
             if i in keep:
                 kept[i] = z.clone()
             if bar is not None:
                 bar.update()
+            i += 1
         return z, r_prev, kept
+
+    def _sums(self, w: Tensor, first: int, zs: Optional[Tensor] = None):
+        """Σ_k w_k coef[first + k, m] per u-node, [M, P, P] (a view); with zs [K, M, P] also the history product
+        Σ_{k,m} coef[k, m] zs[k, m] [P], from the same pass over coef_z: by blocks of rows small enough to stay in
+        the cache between the two products (P = 1000, K = 46: 25 ms instead of 33 for the two apart)."""
+        p, k, m = self.y.shape[0], self.k, self.m
+        rows = self.coef_z.view(p, k, m * p)[:, first:]
+        sums = torch.empty(p, m * p, dtype=self.y.dtype, device=self.y.device)
+        if zs is None:
+            torch.matmul(w, rows, out=sums)
+            return sums.view(p, m, p).transpose(0, 1)
+        hist, flat = torch.empty_like(self.y), zs.reshape(-1)
+        step = p if self.y.is_cuda else max(1, CACHE_BYTES // (8 * k * m * p))
+        for q in range(0, p, step):
+            torch.matmul(w, rows[q:q + step], out=sums[q:q + step])
+            torch.mv(self.coef_z[q:q + step], flat, out=hist[q:q + step])
+        return sums.view(p, m, p).transpose(0, 1), hist
+
+    def _lag_matrices(self, i: int, ks: int) -> Tensor:
+        """G_l = Σ_{k slow} d_k^(l−1) (d_k w1_k + w0_k) coef_k, l = 1..BLOCK_MAX − 1, for step i's length:
+        [BLOCK_MAX − 1, P, P]."""
+        p = self.y.shape[0]
+        d, w0, w1 = self.decays[i - 1][:ks], self.w0s[i - 1][:ks], self.w1s[i - 1][:ks]
+        powers = d[None, :] ** torch.arange(BLOCK_MAX - 1, device=d.device, dtype=d.dtype)[:, None]
+        return (powers * (d * w1 + w0) @ self.coef[:ks, 0].reshape(ks, p * p)).view(BLOCK_MAX - 1, p, p)
+
+    def _block(self, first: int, last: int, ks: int, z: Tensor, r_b: Tensor, f: Tensor, factors: tuple,
+               fast: Optional[Tensor], lags: Tensor, forcing, rebuild: bool) -> tuple[Tensor, Tensor]:
+        """Steps first..last, all of one length, ℓ constant c, from z and r_b at t_b (b = first − 1). Unrolled
+        from t_b, the history of step b + l is Σ_{k slow} coef_k (d_k^l z_k(t_b) + c w0_k d_k^(l−1) r_b)
+        (one product for the block) + c Σ_{b<j<b+l} G_{b+l−j} r_j + c B_fast r_{b+l−1}, exactly as step by step;
+        z(t_last) = d^L z(t_b) + c Σ_j (weights of r_j) r_j."""
+        p, y, c = self.y.shape[0], self.y, self.ell[first, 0]
+        length = last - first + 1
+        d, w0, w1 = self.decays[first - 1][:ks], self.w0s[first - 1][:ks], self.w1s[first - 1][:ks]
+        powers = d[None, :] ** torch.arange(length + 1, device=d.device, dtype=d.dtype)[:, None]  # [L + 1, ks]
+        # the block's starts padded to BLOCK_MAX rows: a short block costs as much as a full one, and BLAS streams
+        # coef_z.T once for 4 rows (2 rows: 1.6 matrix-vector products, 6: 2.4; P = 1000, ks = 21)
+        start = torch.zeros(BLOCK_MAX, ks, p, dtype=y.dtype, device=y.device)
+        start[:length] = (powers[1:, :, None] * z[None, :ks, 0]
+                          + (c * w0 * powers[:-1])[:, :, None] * r_b)  # [L, ks, P]
+        rhs = (start.view(BLOCK_MAX, ks * p) @ self.coef_z[:, : ks * p].T)[:length] + factors[2]  # [L, P]
+        lu, pivots = factors[:2]
+        rs = [r_b]
+        for l in range(length):
+            i = first + l
+            if fast is not None:
+                rhs[l] += c * (fast @ rs[-1])
+            if forcing is not None:
+                rhs[l] += forcing(i)
+            f[i] = torch.linalg.lu_solve(lu, pivots, rhs[l, :, None])[:, 0]
+            rs.append(y - f[i])
+            if l + 1 < length:
+                rhs[l + 1:] += c * (lags[: length - l - 1] @ rs[-1])
+        # z at t_last: r_b weighs w0 d^(L−1), r_j (b < j < last) d^(last−j−1) (d w1 + w0), r_last w1
+        weights = torch.cat([(w0 * powers[length - 1])[None], powers[:length - 1].flip(0) * (d * w1 + w0), w1[None]])
+        z[:ks, 0] = powers[length][:, None] * z[:ks, 0] + c * (weights.T @ torch.stack(rs))
+        if rebuild:
+            z[ks:, 0] = c * (self.w0s[last - 1][ks:, None] * rs[-2] + self.w1s[last - 1][ks:, None] * rs[-1])
+        return z, rs[-1]
 
 
 def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor, keep: Tensor,
@@ -208,7 +305,7 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
     on each step and the exponentials are integrated exactly, through the running sums
     z_km(t) = ∫_0^t e^(−μ_k(t−s)) ℓ_m(s) r(s) ds; the new point is implicit,
     (I + S_i) f_i = Σ coef (decay z + w0 ℓ r_{i−1}) + S_i y with S_i = Σ w1 ℓ_m(t_i) coef.
-    Cost O(n K M P²), memory O(K M P²) (one copy of coef): no (n² × P²) array.
+    Cost O(n K M P²), memory O(K M P²) (one copy of coef, and BLOCK_MAX − 1 lag matrices): no (n² × P²) array.
 
     Parameters
     ----------
@@ -249,7 +346,10 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
     # e^(−μh) is below FORGET keep no memory beyond the step (their z is w0 ℓ r_prev + w1 ℓ r to rounding): their
     # part of the history product is Σ_m ℓ_m(t_{i−1}) B_m r_prev with B_m = Σ_{k fast} w0_k coef[k, m], and only
     # the slow rates' sums are carried (about half of K on the cap); the fast ones' z is rebuilt where it is
-    # returned or the next step differs.
+    # returned or the next step differs. With ℓ constant the repeated steps go in blocks of BLOCK_MAX: one pass over
+    # the slow rates' coefficients serves the block, whose steps see each other through BLOCK_MAX − 1 lag matrices
+    # (benchmarks/README.md "Scale": the history product was memory-bound, one pass over ks P² a step). A new step
+    # length carries every rate and forms its sums and history product in one pass over the coefficients.
     same = torch.zeros(n1 + 1, dtype=torch.bool)
     same[2:n1] = (h[1:] == h[:-1]).cpu()
     steps = (*exponential_weights(mu[None, :], h[:, None]), same)
