@@ -3,7 +3,7 @@ before any P²-sized work, and the largest problem that fits.
 
 Held for the whole solution (float64): the expansion's coefficients, K rates × M u-nodes × (P+Q) × P per
 expanded kernel (the NDK; K_GP too for the covariance with σ0 ≠ σ), and the Volterra solve's layout of
-the training block for its history product, K M P², with its lag matrices, (BLOCK_MAX − 1) P²
+the training block for its history product, K M P², with its lag matrices, (BLOCK_MAX − 1) M P²
 (``volterra.solve_separable``). The kernel samples of
 the fit come on top, one block of rows at a time (``expansion.block_rows``): they take what the budget
 leaves, at least one row.
@@ -55,7 +55,7 @@ def default_budget_gb(device: torch.device) -> float:
 
 def held_bytes(p: int, q: int, rates: int, u_nodes: int, parts: int) -> float:
     """Bytes the solution holds throughout (module docstring) for P = p training and Q = q test points."""
-    return 8.0 * (rates * u_nodes * p * (parts * (p + q) + p) + (BLOCK_MAX - 1) * p * p)
+    return 8.0 * u_nodes * p * (rates * (parts * (p + q) + p) + (BLOCK_MAX - 1) * p)
 
 
 def _one_row_bytes(p: int, parts: int, lags: int) -> float:

@@ -139,8 +139,8 @@ FORGET = 1e-17
 # tests/theory/test_mean.py::test_the_late_phase_on_one_kernel_keeps_the_predictor)
 LATE_ELL = 1e-5
 # the most steps of one block of repeated steps (``_March._block``; 1: step by step), which balances the block's
-# one pass over the slow rates' ks P² coefficients (ks/4 P² a step) against its lag products (1.5 P² a step); its
-# lag matrices hold BLOCK_MAX − 1 P² numbers
+# one pass over the slow rates' ks M P² coefficients (ks M/4 P² a step) against its lag products (1.5 M P² a step);
+# its lag matrices hold (BLOCK_MAX − 1) M P² numbers
 BLOCK_MAX = 4
 # the coefficients' rows a step's two products share while they stay in the cache (``_March._sums``)
 CACHE_BYTES = 6 * 2**20
@@ -179,7 +179,7 @@ class _March:
         """Steps first..last (t_{i−1} → t_i) from the running sums z [K, M, P] and residual r_prev at t_{first−1};
         f[i] filled. Returns z and r at t_last and {i: z_i} for i in ``keep``."""
         k, m, p, ell, y = self.k, self.m, self.y.shape[0], self.ell, self.y
-        kept, sums, fast, factors, lags = {}, None, None, None, None
+        kept, sums, fast, factors, lags, ks = {}, None, None, None, None, k
         marks = sorted(j for j in keep if first <= j <= last)
         i = first
         while i <= last:
@@ -188,16 +188,15 @@ class _March:
             new = not (self.same[i] and sums is not None)
             if not new and ks < k and fast is None:
                 fast = self._sums(w0[ks:], ks)
-            if not new and BLOCK_MAX > 1 and self.constant_ell and self.ahead[i] >= 2:
-                # a block of repeated steps with ℓ constant: one pass over the slow rates' coefficients for all
-                # its steps, the steps within the block through the lag matrices (``_block``)
+            if not new and BLOCK_MAX > 1 and self.ahead[i] >= 2:
+                # a block of repeated steps: one pass over the slow rates' coefficients for all its steps, the
+                # steps within the block through the lag matrices (``_block``)
                 if lags is None:
                     lags = self._lag_matrices(i, ks)
-                end = min(i + lags.shape[0], i + self.ahead[i] - 1, last,
-                          next((j for j in marks if j >= i), last))
+                end = min(i + BLOCK_MAX - 1, i + self.ahead[i] - 1, last, next((j for j in marks if j >= i), last))
                 rebuild = ks < k and (end in keep or end == last or not self.same[end + 1])
-                z, r_prev = self._block(i, end, ks, z, r_prev, f, factors, fast[0] if ks < k else None, lags,
-                                        forcing, rebuild)
+                z, r_prev, factors = self._block(i, end, ks, z, r_prev, f, sums, factors, fast, lags, forcing,
+                                                 rebuild)
                 if end in keep:
                     kept[end] = z.clone()
                 if bar is not None:
@@ -255,47 +254,55 @@ class _March:
         return sums.view(p, m, p).transpose(0, 1), hist
 
     def _lag_matrices(self, i: int, ks: int) -> Tensor:
-        """G_l = Σ_{k slow} d_k^(l−1) (d_k w1_k + w0_k) coef_k, l = 1..BLOCK_MAX − 1, for step i's length:
-        [BLOCK_MAX − 1, P, P]."""
-        p = self.y.shape[0]
+        """G_lm = Σ_{k slow} d_k^(l−1) (d_k w1_k + w0_k) coef[k, m], l = 1..BLOCK_MAX − 1, for step i's length:
+        [BLOCK_MAX − 1, M, P, P]."""
+        p, m = self.y.shape[0], self.m
         d, w0, w1 = self.decays[i - 1][:ks], self.w0s[i - 1][:ks], self.w1s[i - 1][:ks]
         powers = d[None, :] ** torch.arange(BLOCK_MAX - 1, device=d.device, dtype=d.dtype)[:, None]
-        return (powers * (d * w1 + w0) @ self.coef[:ks, 0].reshape(ks, p * p)).view(BLOCK_MAX - 1, p, p)
+        a = powers * (d * w1 + w0)
+        return torch.stack([a @ self.coef[:ks, j].reshape(ks, p * p) for j in range(m)], 1).view(-1, m, p, p)
 
-    def _block(self, first: int, last: int, ks: int, z: Tensor, r_b: Tensor, f: Tensor, factors: tuple,
-               fast: Optional[Tensor], lags: Tensor, forcing, rebuild: bool) -> tuple[Tensor, Tensor]:
-        """Steps first..last, all of one length, ℓ constant c, from z and r_b at t_b (b = first − 1). Unrolled
-        from t_b, the history of step b + l is Σ_{k slow} coef_k (d_k^l z_k(t_b) + c w0_k d_k^(l−1) r_b)
-        (one product for the block) + c Σ_{b<j<b+l} G_{b+l−j} r_j + c B_fast r_{b+l−1}, exactly as step by step;
-        z(t_last) = d^L z(t_b) + c Σ_j (weights of r_j) r_j."""
-        p, y, c = self.y.shape[0], self.y, self.ell[first, 0]
+    def _block(self, first: int, last: int, ks: int, z: Tensor, r_b: Tensor, f: Tensor, sums: Tensor,
+               factors: Optional[tuple], fast: Optional[Tensor], lags: Tensor, forcing,
+               rebuild: bool) -> tuple[Tensor, Tensor, tuple]:
+        """Steps first..last, all of one length, from z and r_b at t_b (b = first − 1). Unrolled from t_b, the
+        history of step b + l is Σ_{k slow, m} coef[k, m] (d_k^l z_km(t_b) + w0_k d_k^(l−1) ℓ_m(t_b) r_b) (one
+        product for the block) + Σ_{b<j<b+l} Σ_m ℓ_m(t_j) G_{b+l−j, m} r_j + Σ_m ℓ_m(t_{b+l−1}) B_m r_{b+l−1},
+        exactly as step by step; z_km(t_last) = d_k^L z_km(t_b) + Σ_j (weight of r_j)_k ℓ_m(t_j) r_j. Returns z,
+        r at t_last and the factors of I + S at t_last."""
+        p, m, y, ell = self.y.shape[0], self.m, self.y, self.ell
         length = last - first + 1
         d, w0, w1 = self.decays[first - 1][:ks], self.w0s[first - 1][:ks], self.w1s[first - 1][:ks]
         powers = d[None, :] ** torch.arange(length + 1, device=d.device, dtype=d.dtype)[:, None]  # [L + 1, ks]
         # the block's starts padded to BLOCK_MAX rows: a short block costs as much as a full one, and BLAS streams
         # coef_z.T once for 4 rows (2 rows: 1.6 matrix-vector products, 6: 2.4; P = 1000, ks = 21)
-        start = torch.zeros(BLOCK_MAX, ks, p, dtype=y.dtype, device=y.device)
-        start[:length] = (powers[1:, :, None] * z[None, :ks, 0]
-                          + (c * w0 * powers[:-1])[:, :, None] * r_b)  # [L, ks, P]
-        rhs = (start.view(BLOCK_MAX, ks * p) @ self.coef_z[:, : ks * p].T)[:length] + factors[2]  # [L, P]
-        lu, pivots = factors[:2]
+        start = torch.zeros(BLOCK_MAX, ks, m, p, dtype=y.dtype, device=y.device)
+        start[:length] = (powers[1:, :, None, None] * z[None, :ks]
+                          + (w0 * powers[:-1])[:, :, None, None] * ell[first - 1][:, None] * r_b)  # [L, ks, M, P]
+        rhs = (start.view(BLOCK_MAX, ks * m * p) @ self.coef_z[:, : ks * m * p].T)[:length]  # [L, P]
         rs = [r_b]
         for l in range(length):
             i = first + l
+            if factors is None or not self.constant_ell:
+                s_i = torch.tensordot(ell[i], sums, 1)
+                factors = (*torch.linalg.lu_factor(self.eye + s_i), s_i @ y)
+            rhs[l] += factors[2]
             if fast is not None:
-                rhs[l] += c * (fast @ rs[-1])
+                rhs[l] += ell[i - 1] @ (fast @ rs[-1])
             if forcing is not None:
                 rhs[l] += forcing(i)
-            f[i] = torch.linalg.lu_solve(lu, pivots, rhs[l, :, None])[:, 0]
+            f[i] = torch.linalg.lu_solve(factors[0], factors[1], rhs[l, :, None])[:, 0]
             rs.append(y - f[i])
             if l + 1 < length:
-                rhs[l + 1:] += c * (lags[: length - l - 1] @ rs[-1])
-        # z at t_last: r_b weighs w0 d^(L−1), r_j (b < j < last) d^(last−j−1) (d w1 + w0), r_last w1
+                rhs[l + 1:] += torch.einsum("m,lmp->lp", ell[i], lags[: length - l - 1] @ rs[-1])
+        # z at t_last: r_b weighs w0 d^(L−1), r_j (b < j < last) d^(last−j−1) (d w1 + w0), r_last w1; each × ℓ(t_j)
         weights = torch.cat([(w0 * powers[length - 1])[None], powers[:length - 1].flip(0) * (d * w1 + w0), w1[None]])
-        z[:ks, 0] = powers[length][:, None] * z[:ks, 0] + c * (weights.T @ torch.stack(rs))
+        z[:ks] = powers[length][:, None, None] * z[:ks] + torch.einsum("jk,jm,jp->kmp", weights, ell[first - 1:last + 1],
+                                                                       torch.stack(rs))
         if rebuild:
-            z[ks:, 0] = c * (self.w0s[last - 1][ks:, None] * rs[-2] + self.w1s[last - 1][ks:, None] * rs[-1])
-        return z, rs[-1]
+            z[ks:] = ((self.w0s[last - 1][ks:, None] * ell[last - 1])[..., None] * rs[-2]
+                      + (self.w1s[last - 1][ks:, None] * ell[last])[..., None] * rs[-1])
+        return z, rs[-1], factors
 
 
 def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor, keep: Tensor,
@@ -305,7 +312,7 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
     on each step and the exponentials are integrated exactly, through the running sums
     z_km(t) = ∫_0^t e^(−μ_k(t−s)) ℓ_m(s) r(s) ds; the new point is implicit,
     (I + S_i) f_i = Σ coef (decay z + w0 ℓ r_{i−1}) + S_i y with S_i = Σ w1 ℓ_m(t_i) coef.
-    Cost O(n K M P²), memory O(K M P²) (one copy of coef, and BLOCK_MAX − 1 lag matrices): no (n² × P²) array.
+    Cost O(n K M P²), memory O(K M P²) (one copy of coef, and (BLOCK_MAX − 1) M lag matrices): no (n² × P²) array.
 
     Parameters
     ----------
@@ -346,9 +353,9 @@ def solve_separable(coef: Tensor, mu: Tensor, ell: Tensor, t: Tensor, y: Tensor,
     # e^(−μh) is below FORGET keep no memory beyond the step (their z is w0 ℓ r_prev + w1 ℓ r to rounding): their
     # part of the history product is Σ_m ℓ_m(t_{i−1}) B_m r_prev with B_m = Σ_{k fast} w0_k coef[k, m], and only
     # the slow rates' sums are carried (about half of K on the cap); the fast ones' z is rebuilt where it is
-    # returned or the next step differs. With ℓ constant the repeated steps go in blocks of BLOCK_MAX: one pass over
-    # the slow rates' coefficients serves the block, whose steps see each other through BLOCK_MAX − 1 lag matrices
-    # (benchmarks/README.md "Scale": the history product was memory-bound, one pass over ks P² a step). A new step
+    # returned or the next step differs. The repeated steps go in blocks of BLOCK_MAX: one pass over the slow rates'
+    # coefficients serves the block, whose steps see each other through BLOCK_MAX − 1 lag matrices per u-node
+    # (benchmarks/README.md "Scale": the history product was memory-bound, one pass over ks M P² a step). A new step
     # length carries every rate and forms its sums and history product in one pass over the coefficients.
     same = torch.zeros(n1 + 1, dtype=torch.bool)
     same[2:n1] = (h[1:] == h[:-1]).cpu()

@@ -259,16 +259,16 @@ def test_forgetting_fast_rates_on_repeated_steps_changes_nothing(monkeypatch, si
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("sigma0", [1.0, 0.5])
-def test_blocks_of_repeated_steps_change_nothing(monkeypatch, sigma0):
-    """volterra.solve_separable takes the repeated steps with ℓ constant (σ0 = σ; σ0 ≠ σ's late stretch, with
-    its forcing) in blocks, one pass over the slow rates' coefficients for the whole block; step by step
-    (BLOCK_MAX = 1) gives the same solution and returned sums to rounding."""
+@pytest.mark.parametrize("act,sigma0", [("relu", 1.0), ("relu", 0.5), ("erf", 2.0)])
+def test_blocks_of_repeated_steps_change_nothing(monkeypatch, act, sigma0):
+    """volterra.solve_separable takes the grid's repeated steps in blocks, one pass over the slow rates'
+    coefficients for the whole block (σ0 = σ: ℓ constant; σ0 ≠ σ: ℓ_m(t) on the u-nodes, and the late stretch
+    with its forcing); step by step (BLOCK_MAX = 1) gives the same solution and returned sums to rounding."""
     from driftsim.theory import volterra
 
-    blocks, _ = run("relu", depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
+    blocks, _ = run(act, depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
     monkeypatch.setattr(volterra, "BLOCK_MAX", 1)
-    steps, _ = run("relu", depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
+    steps, _ = run(act, depth=2, t0=250.0, task=norms_task, sigma0=sigma0)
     for a, b in ((blocks.learn.f_train, steps.learn.f_train), (blocks.learn.f_test, steps.learn.f_test),
                  (blocks.drift.f_test, steps.drift.f_test)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12 * float(b.abs().max()))
