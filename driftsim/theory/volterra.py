@@ -253,17 +253,30 @@ class _March:
             torch.mv(self.coef_z[q:q + step], flat, out=hist[q:q + step])
         return sums.view(p, m, p).transpose(0, 1), hist
 
-    def _lag_matrices(self, i: int, ks: int) -> Tensor:
+    def _lag_matrices(self, i: int, ks: int) -> tuple[Tensor, dict]:
         """G_lm = Σ_{k slow} d_k^(l−1) (d_k w1_k + w0_k) coef[k, m], l = 1..BLOCK_MAX − 1, for step i's length:
-        [BLOCK_MAX − 1, M, P, P]."""
+        [BLOCK_MAX − 1, M, P, P]; and an empty dict for ``_block``'s weights per block length (small problems
+        pay for each small tensor op)."""
         p, m = self.y.shape[0], self.m
         d, w0, w1 = self.decays[i - 1][:ks], self.w0s[i - 1][:ks], self.w1s[i - 1][:ks]
         powers = d[None, :] ** torch.arange(BLOCK_MAX - 1, device=d.device, dtype=d.dtype)[:, None]
         a = powers * (d * w1 + w0)
-        return torch.stack([a @ self.coef[:ks, j].reshape(ks, p * p) for j in range(m)], 1).view(-1, m, p, p)
+        return torch.stack([a @ self.coef[:ks, j].reshape(ks, p * p) for j in range(m)], 1).view(-1, m, p, p), {}
+
+    def _block_weights(self, first: int, length: int, ks: int) -> tuple:
+        """A block's weights for its length: d^l and w0 d^(l−1) of its start [L, ks, 1, 1], z's weights of the
+        r_j [L + 1, ks] and of z(t_b) [ks, 1, 1], and a zeroed start buffer [BLOCK_MAX, ks, M, P]."""
+        y = self.y
+        d, w0, w1 = self.decays[first - 1][:ks], self.w0s[first - 1][:ks], self.w1s[first - 1][:ks]
+        powers = d[None, :] ** torch.arange(length + 1, device=d.device, dtype=d.dtype)[:, None]  # [L + 1, ks]
+        # r_b weighs w0 d^(L−1), r_j (b < j < last) d^(last−j−1) (d w1 + w0), r_last w1
+        weights = torch.cat([(w0 * powers[length - 1])[None], powers[:length - 1].flip(0) * (d * w1 + w0), w1[None]])
+        return (powers[1:, :, None, None], (w0 * powers[:-1])[:, :, None, None], weights,
+                powers[length][:, None, None], torch.zeros(BLOCK_MAX, ks, self.m, y.shape[0], dtype=y.dtype,
+                                                           device=y.device))
 
     def _block(self, first: int, last: int, ks: int, z: Tensor, r_b: Tensor, f: Tensor, sums: Tensor,
-               factors: Optional[tuple], fast: Optional[Tensor], lags: Tensor, forcing,
+               factors: Optional[tuple], fast: Optional[Tensor], lags: tuple, forcing,
                rebuild: bool) -> tuple[Tensor, Tensor, tuple]:
         """Steps first..last, all of one length, from z and r_b at t_b (b = first − 1). Unrolled from t_b, the
         history of step b + l is Σ_{k slow, m} coef[k, m] (d_k^l z_km(t_b) + w0_k d_k^(l−1) ℓ_m(t_b) r_b) (one
@@ -272,13 +285,13 @@ class _March:
         r at t_last and the factors of I + S at t_last."""
         p, m, y, ell = self.y.shape[0], self.m, self.y, self.ell
         length = last - first + 1
-        d, w0, w1 = self.decays[first - 1][:ks], self.w0s[first - 1][:ks], self.w1s[first - 1][:ks]
-        powers = d[None, :] ** torch.arange(length + 1, device=d.device, dtype=d.dtype)[:, None]  # [L + 1, ks]
+        lags, per_length = lags
+        if length not in per_length:
+            per_length[length] = self._block_weights(first, length, ks)
+        of_z, of_r, weights, decay, start = per_length[length]
         # the block's starts padded to BLOCK_MAX rows: a short block costs as much as a full one, and BLAS streams
         # coef_z.T once for 4 rows (2 rows: 1.6 matrix-vector products, 6: 2.4; P = 1000, ks = 21)
-        start = torch.zeros(BLOCK_MAX, ks, m, p, dtype=y.dtype, device=y.device)
-        start[:length] = (powers[1:, :, None, None] * z[None, :ks]
-                          + (w0 * powers[:-1])[:, :, None, None] * ell[first - 1][:, None] * r_b)  # [L, ks, M, P]
+        start[:length] = of_z * z[None, :ks] + of_r * ell[first - 1][:, None] * r_b  # [L, ks, M, P]
         rhs = (start.view(BLOCK_MAX, ks * m * p) @ self.coef_z[:, : ks * m * p].T)[:length]  # [L, P]
         rs = [r_b]
         for l in range(length):
@@ -294,11 +307,10 @@ class _March:
             f[i] = torch.linalg.lu_solve(factors[0], factors[1], rhs[l, :, None])[:, 0]
             rs.append(y - f[i])
             if l + 1 < length:
-                rhs[l + 1:] += torch.einsum("m,lmp->lp", ell[i], lags[: length - l - 1] @ rs[-1])
-        # z at t_last: r_b weighs w0 d^(L−1), r_j (b < j < last) d^(last−j−1) (d w1 + w0), r_last w1; each × ℓ(t_j)
-        weights = torch.cat([(w0 * powers[length - 1])[None], powers[:length - 1].flip(0) * (d * w1 + w0), w1[None]])
-        z[:ks] = powers[length][:, None, None] * z[:ks] + torch.einsum("jk,jm,jp->kmp", weights, ell[first - 1:last + 1],
-                                                                       torch.stack(rs))
+                rhs[l + 1:] += ell[i] @ (lags[: length - l - 1] @ rs[-1])
+        # z at t_last: the weights of the r_j, each × ℓ(t_j)
+        spread = (weights[:, :, None] * ell[first - 1:last + 1, None, :]).view(length + 1, ks * m)  # [L + 1, ks M]
+        z[:ks] = decay * z[:ks] + (spread.T @ torch.stack(rs)).view(ks, m, p)
         if rebuild:
             z[ks:] = ((self.w0s[last - 1][ks:, None] * ell[last - 1])[..., None] * rs[-2]
                       + (self.w1s[last - 1][ks:, None] * ell[last])[..., None] * rs[-1])
