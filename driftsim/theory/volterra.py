@@ -213,9 +213,7 @@ class _March:
                 rhs = self.coef_z[:, : ks * m * p] @ zs.reshape(-1)
                 if ks < k:
                     rhs = rhs + ell[i - 1] @ (fast @ r_prev)
-            if factors is None or not self.constant_ell:
-                s_i = torch.tensordot(ell[i], sums, 1)
-                factors = (*torch.linalg.lu_factor(self.eye + s_i), s_i @ y)
+            factors = self._factors(i, sums, factors)
             lu, pivots, s_y = factors
             rhs = rhs + s_y
             if forcing is not None:
@@ -227,7 +225,7 @@ class _March:
             else:
                 z[:ks] = zs + w_new[:ks, :, None] * r
                 if ks < k and (i in keep or i == last or not self.same[i + 1]):
-                    z[ks:] = (w0[ks:, None] * ell[i - 1][None, :])[..., None] * r_prev + w_new[ks:, :, None] * r
+                    z[ks:] = self._fast_sums(i, ks, r_prev, r)
             r_prev = r
             if i in keep:
                 kept[i] = z.clone()
@@ -235,6 +233,19 @@ class _March:
                 bar.update()
             i += 1
         return z, r_prev, kept
+
+    def _factors(self, i: int, sums: Tensor, factors: Optional[tuple]) -> tuple:
+        """LU factors of I + S_i, S_i = Σ_m ℓ_m(t_i) A_m, and S_i y: kept while ℓ is constant (``factors``)."""
+        if factors is not None and self.constant_ell:
+            return factors
+        s_i = torch.tensordot(self.ell[i], sums, 1)
+        return (*torch.linalg.lu_factor(self.eye + s_i), s_i @ self.y)
+
+    def _fast_sums(self, i: int, ks: int, r_prev: Tensor, r: Tensor) -> Tensor:
+        """The running sums at t_i of the rates ks.. that forget a step: w0 ℓ(t_{i−1}) r_{i−1} + w1 ℓ(t_i) r_i."""
+        ell = self.ell
+        return ((self.w0s[i - 1][ks:, None] * ell[i - 1])[..., None] * r_prev
+                + (self.w1s[i - 1][ks:, None] * ell[i])[..., None] * r)
 
     def _sums(self, w: Tensor, first: int, zs: Optional[Tensor] = None):
         """Σ_k w_k coef[first + k, m] per u-node, [M, P, P] (a view); with zs [K, M, P] also the history product
@@ -296,9 +307,7 @@ class _March:
         rs = [r_b]
         for l in range(length):
             i = first + l
-            if factors is None or not self.constant_ell:
-                s_i = torch.tensordot(ell[i], sums, 1)
-                factors = (*torch.linalg.lu_factor(self.eye + s_i), s_i @ y)
+            factors = self._factors(i, sums, factors)
             rhs[l] += factors[2]
             if fast is not None:
                 rhs[l] += ell[i - 1] @ (fast @ rs[-1])
@@ -312,8 +321,7 @@ class _March:
         spread = (weights[:, :, None] * ell[first - 1:last + 1, None, :]).view(length + 1, ks * m)  # [L + 1, ks M]
         z[:ks] = decay * z[:ks] + (spread.T @ torch.stack(rs)).view(ks, m, p)
         if rebuild:
-            z[ks:] = ((self.w0s[last - 1][ks:, None] * ell[last - 1])[..., None] * rs[-2]
-                      + (self.w1s[last - 1][ks:, None] * ell[last])[..., None] * rs[-1])
+            z[ks:] = self._fast_sums(last, ks, rs[-2], rs[-1])
         return z, rs[-1], factors
 
 
