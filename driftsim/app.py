@@ -23,10 +23,11 @@ import logging
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
+import h5py
 import hydra
 import numpy as np
 import torch
@@ -201,7 +202,22 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
         est: Optional[cost.Estimate] = None) -> Path:
     """Compute one run of a validated config and write it to ``out``; returns the path. Its cost is
     checked against ``limits`` first (``est``, else :func:`checked_cost`), the theory's grid once the task is
-    known."""
+    known. A simulation streams its records to a scratch file beside ``out`` (:func:`_spool`), open until the
+    run is written."""
+    with ExitStack() as files:
+        return _run(conf, config_yaml, out, progress, est, files)
+
+
+@contextmanager
+def _spool(out: Path) -> Iterator[h5py.Group]:
+    """The HDF5 file to which the simulation streams its records (output.scratch, beside ``out``): memory then
+    holds one chunk of networks, and the run file copies them a block at a time."""
+    with output.scratch(out) as path, h5py.File(path, "w") as h5:
+        yield h5
+
+
+def _run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool, est: Optional[cost.Estimate],
+         files: ExitStack) -> Path:
     est = checked_cost(conf) if est is None else est
     task = make_task(**task_arguments(conf.task), seed=conf.seed)
     if conf.mode in ("theory", "both"):
@@ -254,7 +270,8 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
                        freeze=protocol.freeze, scheme=dyn.scheme, dt=dyn.dt, lam=dyn.lam,
                        mpl_inner_steps=dyn.mpl_inner_steps, ensemble=s.ensemble, dtype=s.dtype,
                        antithetic=s.antithetic, activity_units=s.activity_units, chunk=s.chunk, seed=conf.seed,
-                       device=conf.device, progress=progress, sessions=request)
+                       device=conf.device, progress=progress, sessions=request,
+                       records=files.enter_context(_spool(out)))
         log.info("simulation: %d networks in %d chunk(s) of at most %d, %.1f s", s.ensemble, sim.info["chunks"],
                  s.chunk, time.perf_counter() - start)
         decoding.update({("sim", p): d for p, d in decode_sim(

@@ -65,7 +65,8 @@ def estimate(conf) -> Estimate:
     them; its expansion and Volterra solve are checked against theory.memory_gb by theory/memory.py), per
     network of one chunk (min(sim.ensemble, sim.chunk) networks simulated at once) its weights four times over
     (weights, gradient, noise, prefetched noise) and one layer's activations on every point, and per network of
-    the whole ensemble the recorded predictors and hidden activity of both phases.
+    the whole ensemble the recorded predictors and hidden activity of one time (the app streams the records to
+    disk and decodes them a time at a time).
     """
     P, Q = _points(conf.task)
     X, n0 = P + Q, input_dim(conf.task)
@@ -82,7 +83,9 @@ def estimate(conf) -> Estimate:
         weights = s.ensemble * per_network
         at_once = min(s.ensemble, s.chunk)  # the networks of one chunk
         memory += _BYTES[s.dtype] * at_once * (4 * per_network + 2 * X * float(m.width))
-        memory += 8.0 * n_rec * s.ensemble * X * (1 + s.activity_units)
+        # the records stream to disk (the app's scratch file, as large as in the run file, uncompressed) and are
+        # read back one time at a time: a float64 time of every network, copied by its decoders
+        memory += 3 * 8.0 * s.ensemble * X * (1 + s.activity_units)
     if conf.observe.sessions:
         o = conf.observe
         memory += 8.0 * o.sessions * o.networks * X * o.cells * (o.trials + 1)

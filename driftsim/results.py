@@ -61,7 +61,8 @@ class TheoryResult:
 
 @dataclass
 class SimPhase:
-    """Each network's predictor at the recorded times of one phase (SPEC §8)."""
+    """Each network's predictor at the recorded times of one phase (SPEC §8): tensors, or the h5py datasets
+    to which the app's simulation streamed them (``simulate(records=...)``; read them a time at a time)."""
     t: Tensor  # [n]; for the drift phase, time since the freeze
     f_train: Tensor  # [n, E, P]
     f_test: Tensor  # [n, E, Q]

@@ -21,13 +21,14 @@ import pytest
 
 from driftsim import app, plot_cli
 from driftsim.io import output, store
+from driftsim.sim.simulate import _Recorder
 
 DEBUG = ("experiment=debug",)
 
 
 def leftovers(folder: Path) -> list[str]:
-    """Partial and lock files left in ``folder``."""
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".partial", ".lock")))
+    """Partial, lock and scratch (streamed records) files left in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".partial", ".lock", ".records")))
 
 
 @pytest.fixture
@@ -201,13 +202,15 @@ def test_a_second_writer_fails_at_once_naming_the_first(tmp_path, run_driftsim, 
     assert leftovers(tmp_path) == [] and not out.exists()
 
 
-def test_a_killed_runs_partial_file_is_replaced_with_a_log_line(tmp_path, run_driftsim, caplog):
+@pytest.mark.parametrize("kind", ["partial", "records"])  # the file being written, the streamed records
+def test_a_killed_runs_partial_file_is_replaced_with_a_log_line(tmp_path, run_driftsim, caplog, kind):
     out = tmp_path / "run.h5"
-    output.sibling(out, "partial").write_bytes(b"half a run")
+    output.sibling(out, kind).write_bytes(b"half a run")
     output.sibling(out, "lock").write_text("pid 999999 on elsewhere, started 2026-01-01 00:00:00 UTC")
     caplog.set_level("WARNING", logger="driftsim.io.output")
-    assert run_driftsim(*DEBUG, f"out={out}") == (out, True)
-    assert f"removing {output.sibling(out, 'partial')}, left by a run that was stopped before it finished " \
+    mode = "mode=sim" if kind == "records" else "mode=theory"  # a simulation streams its own records there
+    assert run_driftsim(*DEBUG, mode, f"out={out}") == (out, True)
+    assert f"removing {output.sibling(out, kind)}, left by a run that was stopped before it finished " \
            "(pid 999999 on elsewhere" in caplog.text
     assert store.is_complete(out) and leftovers(tmp_path) == []
 
@@ -304,6 +307,13 @@ _SLOW_RUN = textwrap.dedent("""
             marker.touch()
             time.sleep(60)
         app.solve = slow_theory
+    elif phase == "simulate":  # after the records were streamed to their scratch file
+        simulate = app.simulate
+        def slow_simulation(*args, **kwargs):
+            simulate(*args, **kwargs)
+            marker.touch()
+            time.sleep(60)
+        app.simulate = slow_simulation
     else:
         put = store._put
         def slow_put(*args, **kwargs):
@@ -316,19 +326,20 @@ _SLOW_RUN = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("phase", ["compute", "write"])
+@pytest.mark.parametrize("phase", ["compute", "simulate", "write"])
 def test_ctrl_c_stops_promptly_and_leaves_nothing(tmp_path, phase):
     script, marker, out = tmp_path / "slow.py", tmp_path / "started", tmp_path / "out" / "run.h5"
     script.write_text(_SLOW_RUN)
-    proc = subprocess.Popen([sys.executable, str(script), phase, str(marker), *DEBUG, f"out={out}",
+    mode = ("mode=sim",) if phase == "simulate" else ()
+    proc = subprocess.Popen([sys.executable, str(script), phase, str(marker), *DEBUG, *mode, f"out={out}",
                              f"hydra.run.dir={tmp_path}/hydra"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 60
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     time.sleep(0.2)
-    if phase == "write":
-        assert output.sibling(out, "partial").exists()
+    if phase != "compute":
+        assert output.sibling(out, "partial" if phase == "write" else "records").exists()
     proc.send_signal(signal.SIGINT)
     sent = time.perf_counter()
     _, err = proc.communicate(timeout=30)
@@ -346,7 +357,8 @@ def test_ctrl_c_stops_promptly_and_leaves_nothing(tmp_path, phase):
     RuntimeError("Disable slist on flush dest failure failed (file write failed: time = now, filename = 'x', "
                  "file descriptor = 4, errno = 28, error message = 'No space left on device', buf = 0x0)"),  # h5py's
 ])
-def test_a_failed_write_names_the_path_and_keeps_earlier_files(tmp_path, run_driftsim, monkeypatch, failure):
+@pytest.mark.parametrize("where", ["run file", "streamed records"])
+def test_a_failed_write_names_the_path_and_keeps_earlier_files(tmp_path, run_driftsim, monkeypatch, failure, where):
     out, other = tmp_path / "run.h5", tmp_path / "other.h5"
     run_driftsim(*DEBUG, f"out={out}")
     run_driftsim(*DEBUG, f"out={other}")
@@ -354,10 +366,13 @@ def test_a_failed_write_names_the_path_and_keeps_earlier_files(tmp_path, run_dri
 
     def disk_full(*args, **kwargs):
         raise failure
-    monkeypatch.setattr(store, "_write_task", disk_full)
+    if where == "run file":
+        monkeypatch.setattr(store, "_write_task", disk_full)
+    else:  # while the simulation streams its records to the scratch file
+        monkeypatch.setattr(_Recorder, "_write", disk_full)
     with pytest.raises(output.OutputError, match=rf"^{out} cannot be written: No space left on device; nothing "
                                                  r"written \(a file already there is kept\)$"):
-        run_driftsim(*DEBUG, f"out={out}", "overwrite=true")
+        run_driftsim(*DEBUG, "mode=sim", f"out={out}", "overwrite=true")
     assert (out.read_bytes(), other.read_bytes()) == before and leftovers(tmp_path) == []
 
 

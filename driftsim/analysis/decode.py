@@ -42,7 +42,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["LinearDecoder", "PhaseDecoding", "class_histograms", "folds", "cv_accuracy", "population_accuracy",
+__all__ = ["LinearDecoder", "PhaseDecoding", "at_time", "class_histograms", "folds", "cv_accuracy", "population_accuracy",
            "network_accuracy", "decode_theory", "decode_sim"]
 
 
@@ -107,16 +107,37 @@ class PhaseDecoding:
     population_retrained: Optional[np.ndarray] = None  # [m]
 
 
-def class_histograms(f: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+def at_time(f, i: int) -> np.ndarray:
+    """Time i of a record f [n, ...] as float64 numpy: f a tensor, an array, or an h5py dataset (a streamed
+    simulation's records, read one time at a time so that memory holds one time, never the run)."""
+    return _float64(f[i])
+
+
+def _float64(value) -> np.ndarray:
+    """A tensor or array as float64 numpy."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def class_histograms(f, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Counts [n, 2, B] of the predictor per class (y = +1, then y = −1) and the shared edges [B+1].
 
-    f: [n, P] (mean predictor) or [n, E, P] (every network); y: [P] labels ±1.
+    f: [n, P] (mean predictor) or [n, E, P] (every network), read one time at a time (:func:`at_time`);
+    y: [P] labels ±1. The edges are numpy's for all of f at once: they depend on its least and largest value.
     """
-    f = np.asarray(f, dtype=np.float64)
-    values = f.reshape(f.shape[0], -1, f.shape[-1])  # [n, E or 1, P]
-    edges = np.histogram_bin_edges(values, bins=bins)  # a constant predictor still gets a valid range
-    counts = np.stack([np.stack([np.histogram(v[:, y == c], bins=edges)[0] for c in (1, -1)]) for v in values])
-    return counts.astype(np.int64), edges
+    y, n = np.asarray(y), len(f)
+    low, high = np.inf, -np.inf
+    for i in range(n):
+        v = at_time(f, i)
+        low, high = min(low, v.min()), max(high, v.max())
+    edges = np.histogram_bin_edges(np.array([low, high]), bins=bins)  # a constant predictor still gets a range
+    counts = np.zeros((n, 2, bins), dtype=np.int64)
+    for i in range(n):
+        v = at_time(f, i).reshape(-1, len(y))  # [E or 1, P]
+        for k, c in enumerate((1, -1)):
+            counts[i, k] = np.histogram(v[:, y == c], bins=edges)[0]
+    return counts, edges
 
 
 def folds(y: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -194,14 +215,12 @@ def _resolved(f: np.ndarray, resolution: float) -> np.ndarray:
     return np.round(f / resolution) * resolution if resolution > 0 else f
 
 
-def _predictor_decoding(f: np.ndarray, y: np.ndarray, splits: list, bins: int,
-                        resolution: float = 0.0) -> PhaseDecoding:
-    """Histograms and accuracy of a predictor f [n, P] (theory) or [n, E, P] (simulation)."""
-    f = np.asarray(f, dtype=np.float64)
+def _predictor_decoding(f, y: np.ndarray, splits: list, bins: int, resolution: float = 0.0) -> PhaseDecoding:
+    """Histograms and accuracy of a predictor f [n, P] (theory) or [n, E, P] (simulation), one time at a time."""
     counts, edges = class_histograms(f, y, bins)
-    # [n, P, E or 1, 1]: one scalar feature per (example, network)
-    per_example = np.moveaxis(_resolved(f, resolution).reshape(f.shape[0], -1, f.shape[-1]), 2, 1)[..., None]
-    accuracy = np.array([cv_accuracy(x, y, splits) for x in per_example])
+    # [P, E or 1, 1]: one scalar feature per (example, network)
+    accuracy = np.array([cv_accuracy(_resolved(at_time(f, i), resolution).reshape(-1, len(y)).T[..., None], y, splits)
+                         for i in range(len(f))])
     return PhaseDecoding(accuracy=accuracy, counts=counts, edges=edges)
 
 
@@ -242,12 +261,12 @@ def decode_sim(result, y_train, *, cv_folds: int = 5, bins: int = 40,
         phase = getattr(result, name)
         if phase is None:
             continue
-        f = phase.f_train.detach().cpu().double().numpy()  # [n, E, P]
+        f = phase.f_train  # [n, E, P], read one time at a time
         dec = _predictor_decoding(f, y, splits, bins)
-        dec.accuracy_population = np.array([cv_accuracy(fi.T, y, splits) for fi in f])
+        dec.accuracy_population = np.array([cv_accuracy(at_time(f, i).T, y, splits) for i in range(len(f))])
         if name == "drift" and phase.activity_train is not None:
-            act = phase.activity_train.detach().cpu().double().numpy()  # [m, E, P, units]
-            per_net = [population_accuracy(act[:, e], y, splits)
+            act = phase.activity_train  # [m, E, P, units]
+            per_net = [population_accuracy(_float64(act[:, e]), y, splits)
                        for e in range(min(population_networks, act.shape[1]))]
             dec.population_fixed = np.mean([p[0] for p in per_net], axis=0)
             dec.population_retrained = np.mean([p[1] for p in per_net], axis=0)

@@ -6,7 +6,7 @@
   file ``.<name>.lock`` beside the target is created and locked (``flock``), which proves in seconds that
   the path can be written; a second run aiming at the same file fails at once, naming the first (pid,
   host, start time). The kernel drops the lock of a killed process, so a partial file found under a free
-  lock is a killed run's leftover: it is removed, with a log line.
+  lock is a killed run's leftover: it is removed, with a log line (so is its scratch file, :func:`scratch`).
 - :func:`atomic`: the file is written to ``.<name>.partial`` and renamed onto the target only once complete
   and synced. SIGINT (Ctrl-C) during the write takes effect at the next :func:`checkpoint` (between
   datasets; HDF5's C code must not be interrupted, h5py would swallow the KeyboardInterrupt), and any
@@ -33,10 +33,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-__all__ = ["OutputError", "Interrupted", "target", "claim", "atomic", "checkpoint", "folder", "os_errors",
-           "job_folder", "sibling"]
+__all__ = ["OutputError", "Interrupted", "target", "claim", "scratch", "atomic", "checkpoint", "folder",
+           "os_errors", "job_folder", "sibling"]
 
 log = logging.getLogger(__name__)
+
+SCRATCH = "records"  # the kind of a run's scratch file, .<name>.records
 
 
 class OutputError(ValueError):
@@ -49,7 +51,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def sibling(final: Path, kind: str) -> Path:
-    """The hidden companion ``.<name>.<kind>`` of ``final`` in its folder (``partial``, ``lock``)."""
+    """The hidden companion ``.<name>.<kind>`` of ``final`` in its folder (``partial``, ``lock``, ``records``)."""
     return final.with_name(f".{final.name}.{kind}")
 
 
@@ -164,11 +166,12 @@ def claim(final: Path) -> Iterator[Path]:
     fd, previous = _lock(final)
     held.add(final)
     try:
-        partial = sibling(final, "partial")
-        if partial.exists():  # its writer no longer holds the lock: it was killed
-            log.warning("removing %s, left by a run that was stopped before it finished (%s)", partial,
-                        previous or "no lock")
-            partial.unlink()
+        for kind in ("partial", SCRATCH):
+            left = sibling(final, kind)
+            if left.exists():  # its writer no longer holds the lock: it was killed
+                log.warning("removing %s, left by a run that was stopped before it finished (%s)", left,
+                            previous or "no lock")
+                left.unlink()
         yield final
     except Interrupted:
         raise
@@ -183,6 +186,21 @@ def claim(final: Path) -> Iterator[Path]:
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+@contextmanager
+def scratch(final: Path) -> Iterator[Path]:
+    """A claimed writer's scratch file ``.<name>.records`` beside ``final`` (a simulation's records streamed
+    there while the run goes on), removed when the block ends, however it ends; a killed run's is removed by
+    the next :func:`claim`. OSErrors become an OutputError naming ``final``."""
+    final = Path(final)
+    path = sibling(final, SCRATCH)
+    with claim(final):
+        try:
+            with os_errors(final, after="; nothing written (a file already there is kept)"):
+                yield path
+        finally:
+            path.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------- atomic write

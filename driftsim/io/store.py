@@ -55,14 +55,17 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
 /metrics, ``theory`` or ``sim`` elsewhere. <phase> is ``learn``, and ``drift`` when protocol.t0 is set. Histogram
 counts are per class, y = +1 (the
 first of task.classes) then y = −1; driftsim.analysis.decode says what every accuracy measures. Arrays with a
-time axis are chunked along it; arrays are gzip-compressed with the shuffle filter and a fletcher32 checksum.
+time axis are chunked along it (one time of more than 256 KiB split along its next axis); arrays are
+gzip-compressed with the shuffle filter and a fletcher32 checksum.
 
 Every axis is named by an HDF5 dimension scale (driftsim.io.axes): time axes by their group's ``t``
 (decode and hist groups hold a copy (+) of their phase's ``t``), index axes by root coordinates (+)
 ``train_point``, ``test_point``, ``point``, ``network``, ... = 0..n−1, so that ``xarray.open_dataset(path,
 group=..., engine="h5netcdf")`` gives labelled arrays (driftsim.io.labelled).
 
-A run is written through driftsim.io.output: to ``.<name>.partial`` in the target's folder, under a lock
+A simulation's records may be h5py datasets (streamed by the app to its scratch file, output.scratch): they are
+copied a block of chunks at a time. A run is written through driftsim.io.output: to ``.<name>.partial`` in the
+target's folder, under a lock
 that admits one writer per target, and renamed onto the final name (``os.replace``) only once complete and
 synced, so a crash, a kill or Ctrl-C never leaves a half-written file under the final name (the next run
 removes a killed run's leftover). A file already at the target is replaced only when it is a driftsim run
@@ -144,19 +147,32 @@ def _numpy(x) -> np.ndarray:
 
 
 def _put(group: h5py.Group, name: str, value, timed: bool = False) -> None:
-    """Store one array; ``timed``: its first axis is time, chunk along it."""
+    """Store one array; ``timed``: its first axis is time, chunk along it. An h5py dataset (a streamed
+    simulation's records) is copied a block of chunks at a time, never read whole."""
     checkpoint()  # a Ctrl-C during the write stops it here, between datasets
-    a = _numpy(value)
+    streamed = isinstance(value, h5py.Dataset)
+    a = value if streamed else _numpy(value)
     if a.size == 0 or a.ndim == 0:  # nothing to chunk or compress
-        group.create_dataset(name, data=a)
+        group.create_dataset(name, data=a[()] if streamed else a)
         return
     chunks = True  # h5py's guess for arrays without a time axis
     if timed:
-        chunks = (int(np.clip(_CHUNK_BYTES // a[0].nbytes, 1, a.shape[0])),) + a.shape[1:]
+        row = a.dtype.itemsize * a.size // a.shape[0]  # bytes of one time
+        if row <= _CHUNK_BYTES or a.ndim == 1:
+            chunks = (int(np.clip(_CHUNK_BYTES // row, 1, a.shape[0])),) + a.shape[1:]
+        else:  # one time is large (a big ensemble): split its next axis too
+            chunks = (1, int(np.clip(_CHUNK_BYTES * a.shape[1] // row, 1, a.shape[1]))) + a.shape[2:]
     # fletcher32: a checksum per chunk, so that a corrupted byte fails the read instead of changing a number;
     # gzip level 1: the recordings' counts write 1.5x faster than at level 4 for a file 7 % larger
-    group.create_dataset(name, data=a, chunks=chunks, compression="gzip", compression_opts=1, shuffle=True,
-                         fletcher32=True)
+    options = dict(chunks=chunks, compression="gzip", compression_opts=1, shuffle=True, fletcher32=True)
+    if not streamed:
+        group.create_dataset(name, data=a, **options)
+        return
+    d = group.create_dataset(name, shape=a.shape, dtype=a.dtype, **options)
+    step = d.chunks[0]
+    for lo in range(0, a.shape[0], step):
+        checkpoint()
+        d[lo:lo + step] = a[lo:lo + step]
 
 
 def _versions(extra: dict[str, str]) -> str:

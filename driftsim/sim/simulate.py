@@ -44,33 +44,50 @@ def _generators(seed: int, device: torch.device, chunk: int = 0) -> list[torch.G
 
 
 class _Recorder:
-    """Preallocated CPU records of one phase: predictors [n, E, P+Q] and optional activity snapshots."""
+    """The records of one phase: predictors f_train [n, E, P], f_test [n, E, Q] and optional activity
+    snapshots train [n, E, P, U], test [n, E, Q, U], each a CPU tensor or a dataset of an h5py group (the
+    run's spool: memory then holds one chunk's slice of one time, never the ensemble's records)."""
 
-    def __init__(self, t: Tensor, P: int, f: Tensor, act: Optional[Tensor]):
-        self.t, self.P, self.f, self.act = t, P, f, act
-        self.units = act.shape[-1] if act is not None else 0
+    def __init__(self, t: Tensor, P: int, arrays: dict, lo: int = 0, hi: Optional[int] = None):
+        self.t, self.P, self.arrays, self.lo, self.hi = t, P, arrays, lo, hi
+        self.units = arrays["act_train"].shape[-1] if "act_train" in arrays else 0
 
     @classmethod
-    def empty(cls, t: Tensor, E: int, P: int, Q: int, units: int, dtype: torch.dtype) -> "_Recorder":
+    def empty(cls, t: Tensor, E: int, P: int, Q: int, units: int, dtype: torch.dtype,
+              group=None) -> "_Recorder":
+        """Records for E networks, in memory, or as datasets of the h5py ``group`` when one is given."""
         n = len(t)
-        return cls(t, P, torch.empty(n, E, P + Q, dtype=dtype),
-                   torch.empty(n, E, P + Q, units, dtype=dtype) if units else None)
+        shapes = {"f_train": (n, E, P), "f_test": (n, E, Q)}
+        if units:
+            shapes.update(act_train=(n, E, P, units), act_test=(n, E, Q, units))
+        if group is None:
+            return cls(t, P, {k: torch.empty(shape, dtype=dtype) for k, shape in shapes.items()})
+        # contiguous and uncompressed: a chunk's slice of one time is one plain write; the run file compresses
+        np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        return cls(t, P, {k: group.create_dataset(k, shape=shape, dtype=np_dtype) for k, shape in shapes.items()})
 
     def part(self, lo: int, hi: int) -> "_Recorder":
         """The recorder of networks lo..hi−1 (one chunk): it writes into these records' slice."""
-        return _Recorder(self.t, self.P, self.f[:, lo:hi], self.act[:, lo:hi] if self.act is not None else None)
+        return _Recorder(self.t, self.P, self.arrays, lo, hi)
+
+    def _write(self, name: str, i: int, value: Tensor) -> None:
+        target = self.arrays[name]
+        target[i, self.lo:self.hi] = value.cpu() if isinstance(target, Tensor) else value.cpu().numpy()
 
     def __call__(self, i: int, net: Ensemble, x_all: Tensor) -> Tensor:
         fw = net.forward(x_all)
-        self.f[i] = fw.f.cpu()
-        if self.act is not None:
-            self.act[i] = fw.activity[:, :self.units, :].transpose(1, 2).cpu()
-        return fw.f[:, :self.P]
+        P = self.P
+        self._write("f_train", i, fw.f[:, :P])
+        self._write("f_test", i, fw.f[:, P:])
+        if self.units:
+            act = fw.activity[:, :self.units, :].transpose(1, 2)  # [E, P+Q, U]
+            self._write("act_train", i, act[:, :P])
+            self._write("act_test", i, act[:, P:])
+        return fw.f[:, :P]
 
     def phase(self) -> SimPhase:
-        P = self.P
-        act = (None, None) if self.act is None else (self.act[:, :, :P], self.act[:, :, P:])
-        return SimPhase(self.t, self.f[:, :, :P], self.f[:, :, P:], *act)
+        a = self.arrays
+        return SimPhase(self.t, a["f_train"], a["f_test"], a.get("act_train"), a.get("act_test"))
 
 
 @dataclass(frozen=True)
@@ -131,7 +148,7 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
              dt: float = 0.01, lam: float = 100.0, mpl_inner_steps: int = 2, ensemble: int = 64,
              dtype: str = "float32", antithetic: bool = False, activity_units: int = 0, chunk: int = 1024,
              seed: int = 0, device: str = "auto", progress: bool = True,
-             sessions: Optional[SessionRequest] = None) -> SimResult:
+             sessions: Optional[SessionRequest] = None, records=None) -> SimResult:
     """Simulate an ensemble of networks (SPEC §8) and record their predictors over learning and drift.
 
     E = ``ensemble`` networks of SPEC §1.1 (depth, activation, width N), initialised i.i.d. N(0, σ0²),
@@ -143,7 +160,8 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
 
     The networks run in consecutive chunks of at most ``chunk`` (networks 0..chunk−1, then the next chunk),
     each a whole simulation of its networks that writes its slice of the preallocated records, so that
-    memory for the weights and activations is bounded by the chunk while the records hold the whole ensemble.
+    memory for the weights and activations is bounded by the chunk; the records hold the whole ensemble, in
+    memory, or streamed to the datasets of ``records`` (an h5py group) a chunk's slice at a time.
     Chunk c draws from its own seeds (``_generators``): chunk 0 from ``SeedSequence(seed)``, as a run
     without chunks, chunk c >= 1 from ``SeedSequence(seed, spawn_key=(c,))``. The results depend on seed,
     ensemble and chunk alone, never on the machine; with E <= chunk there is one chunk, the run of before chunking.
@@ -184,11 +202,16 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
         Drift phase only: also record a layer's activity at its drift times into
         ``SimResult.sessions``. They become extra stops of the drift (in every chunk), whose exact transitions
         compose, so the drift keeps its law but draws other random numbers than a run without sessions.
+    records : h5py.Group, optional
+        Where the predictors and activity snapshots go: datasets ``learn/f_train``, ``learn/f_test``,
+        ``learn/act_train``, ``learn/act_test`` (and ``drift/…``) created in it, each time's chunk slice written
+        as it is recorded (the app's scratch file, driftsim.io.output.scratch); default: CPU tensors.
 
     Returns
     -------
     SimResult
-        CPU records in ``dtype``: learn.f_train [n, E, P], learn.f_test [n, E, Q] (drift: [m, E, ·]),
+        Records in ``dtype`` (CPU tensors, or the datasets of ``records``, which stay open as long as
+        its file): learn.f_train [n, E, P], learn.f_test [n, E, Q] (drift: [m, E, ·]),
         activity [n, E, P or Q, activity_units]; ``info`` holds scheme, dt, steps (of one chunk's run), chunks,
         wall time, device, dtype, antithetic, the NTK bound ntk_max_eig (the largest of the chunks'), and for
         MPL lam, mpl_inner_steps, mpl_acceptance (over all chunks).
@@ -229,8 +252,9 @@ def simulate(x_train: Tensor, y_train: Tensor, x_test: Tensor, *, depth: int, ac
     stops = sorted(set(t_learn.tolist()) | ({float(t0)} if t0 is not None else set()))
     plan = [substeps(b - a, dt) for a, b in zip(stops[:-1], stops[1:])]
     index = {t: i for i, t in enumerate(t_learn.tolist())}
-    learn_rec = _Recorder.empty(t_learn, ensemble, P, Q, units, dtype)
-    drift_rec = _Recorder.empty(t_drift, ensemble, P, Q, units, dtype) if t0 is not None else None
+    spool = {name: records.create_group(name) if records is not None else None for name in ("learn", "drift")}
+    learn_rec = _Recorder.empty(t_learn, ensemble, P, Q, units, dtype, spool["learn"])
+    drift_rec = _Recorder.empty(t_drift, ensemble, P, Q, units, dtype, spool["drift"]) if t0 is not None else None
     if sessions is not None and t0 is None:
         raise ValueError("observe sessions lie in the drift phase, but protocol.t0 is unset (no drift phase)")
     record_session, session_out = (sessions.recorder(x_all, depth, ensemble, width, dtype)

@@ -3,8 +3,14 @@ seeds, written into its slice of the records; an ensemble within one chunk is th
 (tests/io/test_fixture.py recomputes a committed run), and chunks are independent yet reproducible."""
 from __future__ import annotations
 
+import dataclasses
+
+import h5py
+import numpy as np
 import pytest
 import torch
+
+from driftsim.analysis.decode import decode_sim
 
 from driftsim.prior import Prior
 from driftsim.sim.simulate import SessionRequest, simulate
@@ -16,12 +22,12 @@ T_DRIFT = record_times(2.0, 4, t_first=0.1)
 SESSIONS = SessionRequest(T_DRIFT[[0, 2, 4]], layer=1, networks=6, units=3)  # session times among the recorded
 
 
-def _run(ensemble, chunk, scheme="langevin", sessions=None, antithetic=False, width=16):
+def _run(ensemble, chunk, scheme="langevin", sessions=None, antithetic=False, width=16, records=None):
     """Synthetic task (P = 4, Q = 1), depth 1 erf, γ = 0.25, learning to t = 2 with a freeze at 1."""
     return simulate(TASK.x_train, TASK.y_train, TASK.x_test, depth=1, activation="erf", width=width,
                     prior=Prior(0.25, 1.0, 1.0), t_learn=record_times(2.0, 4, t_first=0.1), t0=1.0, t_drift=T_DRIFT,
                     scheme=scheme, dt=0.05, lam=20.0, ensemble=ensemble, chunk=chunk, antithetic=antithetic,
-                    activity_units=4, seed=3, device="cpu", progress=False, sessions=sessions)
+                    activity_units=4, seed=3, device="cpu", progress=False, sessions=sessions, records=records)
 
 
 def _records(res) -> dict[str, torch.Tensor]:
@@ -91,3 +97,21 @@ def test_the_chunked_mean_predictor_agrees_with_the_unchunked_within_monte_carlo
     f = _records(chunked)["learn.f_test"][-1, :, 0].double()
     means = f.view(E // chunk, chunk).mean(1)
     assert means.var() / (f.var() / chunk) > 0.024 / 3
+
+
+@pytest.mark.parametrize("scheme", ["langevin", "mpl"])
+def test_records_streamed_to_a_file_are_the_records_held_in_memory(tmp_path, scheme):
+    """records=<h5py group>: each chunk's slice of each time is written to the file as it is recorded (the app's
+    spool), the same numbers as the tensors of a run that holds them; decoding reads them one time at a time."""
+    held = _run(10, 4, scheme, sessions=SESSIONS)
+    with h5py.File(tmp_path / "spool.h5", "w") as f:
+        streamed = _run(10, 4, scheme, sessions=SESSIONS, records=f)
+        for name, value in _records(streamed).items():
+            if name != "sessions":  # the observed networks' activity stays in memory
+                assert isinstance(value, h5py.Dataset), name
+            assert torch.equal(torch.as_tensor(value[()]), _records(held)[name]), name
+        assert sorted(f) == ["drift", "learn"] and sorted(f["learn"]) == ["act_test", "act_train", "f_test", "f_train"]
+        y = TASK.y_train.numpy()
+        for a, b in zip(decode_sim(held, y, cv_folds=2).values(), decode_sim(streamed, y, cv_folds=2).values()):
+            assert dataclasses.asdict(a).keys() == dataclasses.asdict(b).keys()
+            np.testing.assert_equal(dataclasses.asdict(a), dataclasses.asdict(b))  # exactly; NaN equals NaN
