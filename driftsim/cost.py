@@ -70,7 +70,7 @@ def estimate(conf) -> Estimate:
     """
     P, Q = _points(conf.task)
     X, n0 = P + Q, input_dim(conf.task)
-    m, s, d = conf.model, conf.sim, conf.dynamics
+    s, d = conf.sim, conf.dynamics
     n_rec = 2 * (conf.record.n_times + 1)  # both phases
     memory = 2 * 8.0 * X * n0
     if conf.mode in ("theory", "both"):
@@ -79,10 +79,8 @@ def estimate(conf) -> Estimate:
     if conf.mode in ("sim", "both"):
         dt = 1 / d.lam if d.scheme == "mpl" else d.dt
         steps = math.ceil(d.t_end / dt) + n_rec  # substeps between recorded times land on each of them
-        per_network = float(n0) * m.width + (m.depth - 1) * float(m.width) ** 2 + m.width
-        weights = s.ensemble * per_network
-        at_once = min(s.ensemble, s.chunk)  # the networks of one chunk
-        memory += _BYTES[s.dtype] * at_once * (4 * per_network + 2 * X * float(m.width))
+        weights = s.ensemble * _weights(conf)
+        memory += min(s.ensemble, s.chunk) * _network_bytes(conf)  # the networks of one chunk
         # the records stream to disk (the app's scratch file, as large as in the run file, uncompressed) and are
         # read back one time at a time: a float64 time of every network, copied by its decoders
         memory += 3 * 8.0 * s.ensemble * X * (1 + s.activity_units)
@@ -90,6 +88,19 @@ def estimate(conf) -> Estimate:
         o = conf.observe
         memory += 8.0 * o.sessions * o.networks * X * o.cells * (o.trials + 1)
     return Estimate(steps=steps, weights=weights, grid=None, memory_gb=memory / 1e9, points=X)
+
+
+def _weights(conf) -> float:
+    """Weights of one network: input layer, hidden layers, readout."""
+    m = conf.model
+    return float(input_dim(conf.task)) * m.width + (m.depth - 1) * float(m.width) ** 2 + m.width
+
+
+def _network_bytes(conf) -> float:
+    """Memory of one network of a chunk: its weights four times over (weights, gradient, noise, prefetched
+    noise) and one layer's activations on every point."""
+    P, Q = _points(conf.task)
+    return _BYTES[conf.sim.dtype] * (4 * _weights(conf) + 2 * (P + Q) * float(conf.model.width))
 
 
 def grid_points(t_end: float, h_first: float, h_max: float, growth: float) -> float:
@@ -135,10 +146,16 @@ def check_estimate(conf, est: Estimate) -> None:
         keys = f"task.n_train={t.n_train}" if t.name == "synthetic" else f"task.n_per_class={t.n_per_class}, " \
             f"task.n_test={t.n_test}"
         sizes = f"P + Q = {est.points} points ({keys}) of N0 = {input_dim(t)} inputs"
+        note = "" if lim.max_memory_gb is not None else f" (unset: {MEMORY_FRACTION:g} of this machine's RAM)"
         if conf.mode in ("sim", "both"):
             sizes += (f", sim.ensemble={s.ensemble} networks (sim.chunk={s.chunk} at once) of model.width={m.width}, "
                       f"model.depth={m.depth}")
-        note = "" if lim.max_memory_gb is not None else f" (unset: {MEMORY_FRACTION:g} of this machine's RAM)"
+            # the chunk is not chosen for the user: the numbers depend on it (sim.simulate), never on the machine
+            per, at_once = _network_bytes(conf), min(s.ensemble, s.chunk)
+            fits = int((budget * 1e9 - (est.memory_gb * 1e9 - at_once * per)) // per)
+            fits -= fits % 2 if s.antithetic else 0
+            if 1 <= fits < at_once:
+                note += f"; sim.chunk={fits} (networks simulated at once) would fit"
         _refuse(f"about {est.memory_gb:.3g} GB of memory for {sizes}", "limits.max_memory_gb", budget, note)
 
 

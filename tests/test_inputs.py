@@ -4,6 +4,7 @@ Hydra's ``+``, are refused naming the closest valid key; numerical failures insi
 that led there."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -140,6 +141,25 @@ def test_runs_that_cannot_finish_or_fit_are_refused_with_their_estimate(run_drif
         run_driftsim("experiment=debug", *overrides, f"out={out}")
     assert time.perf_counter() - start < 10
     assert not out.exists()
+
+
+@pytest.mark.parametrize("antithetic", [False, True])
+def test_a_simulation_over_the_memory_budget_names_the_largest_chunk_that_fits(antithetic):
+    """Its weights dominate: the refusal names the largest sim.chunk within limits.max_memory_gb (even with
+    antithetic pairs), and that chunk passes the check while the next one is refused."""
+    from driftsim.cost import check_estimate, estimate
+
+    def check(chunk: int) -> None:
+        conf = validated("mode=sim", "sim.ensemble=4096", "model.width=4096", "model.depth=3", f"sim.chunk={chunk}",
+                         f"sim.antithetic={antithetic}", "limits.max_memory_gb=4")
+        check_estimate(conf, estimate(conf))
+    with pytest.raises(ValueError, match=r"sim.chunk=(\d+) \(networks simulated at once\) would fit") as refused:
+        check(1024)
+    fits = int(re.search(r"sim.chunk=(\d+) \(networks", str(refused.value)).group(1))
+    assert fits >= 2 and fits % 2 == 0 if antithetic else fits >= 1
+    check(fits)
+    with pytest.raises(ValueError, match=rf"sim.chunk={fits} \(networks simulated at once\) would fit"):
+        check(fits + (2 if antithetic else 1))
 
 
 @pytest.mark.parametrize("key,value", [("max_steps", 0), ("max_grid", -1), ("max_memory_gb", "nan")])
