@@ -36,6 +36,7 @@ from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from threadpoolctl import threadpool_limits
 
 from . import cost
 from . import observe as obs
@@ -169,25 +170,26 @@ def _observe(conf: DriftsimConfig, task, units: torch.Tensor, t: torch.Tensor, s
     otherwise), its similarity matrices, and the finite-population fixed ridge decoder on the noise-free activity
     of the cells of
     session 0 (analysis/ridge.py, ``decoder_ridge_fixed``)."""
-    o = conf.observe
-    rec = obs.record(units, cells=o.cells, trials=o.trials, noise=o.noise, gain=o.gain, baseline=o.baseline,
-                     noise_sd=o.noise_sd, turnover=o.turnover, seed=seed)
-    y = torch.cat([task.y_train, task.y_test]).cpu().numpy()
-    P = len(task.y_train)
-    fit, evaluate = np.arange(P), (np.arange(P, len(y)) if len(y) > P else np.arange(P))
-    activity = units.detach().cpu().double().numpy()
-    per_network, ridge, similarity = [], [], []
-    for a in range(o.networks):
-        r = metrics.as_responses(rec.responses[:, a], time=t.numpy(), labels=y)
-        per_network.append(metrics.summary(r, cv_folds=conf.decode.cv_folds, seed=conf.seed,
-                                           active_only=o.noise == "poisson"))
-        similarity.append(metrics.similarity(r).values)
-        ridge.append(fixed_ridge(activity[:, a, rec.cells[0, a]], y[fit], fit, evaluate, y[evaluate],
-                                 ridge=conf.dynamics.gamma)[1])
-    names = sorted(set.intersection(*(set(d.data_vars) for d in per_network)))
-    found = {name: np.stack([d[name].values for d in per_network]) for name in names}
-    found["decoder_ridge_fixed"], found["similarity"] = np.stack(ridge), np.stack(similarity)
-    return Observed(t=t.numpy(), responses=rec.responses, cells=rec.cells, metrics=found)
+    with threadpool_limits(limits=1):  # many small numpy/BLAS ops: threads only cost (10x on a loaded machine)
+        o = conf.observe
+        rec = obs.record(units, cells=o.cells, trials=o.trials, noise=o.noise, gain=o.gain, baseline=o.baseline,
+                         noise_sd=o.noise_sd, turnover=o.turnover, seed=seed)
+        y = torch.cat([task.y_train, task.y_test]).cpu().numpy()
+        P = len(task.y_train)
+        fit, evaluate = np.arange(P), (np.arange(P, len(y)) if len(y) > P else np.arange(P))
+        activity = units.detach().cpu().double().numpy()
+        per_network, ridge, similarity = [], [], []
+        for a in range(o.networks):
+            r = metrics.as_responses(rec.responses[:, a], time=t.numpy(), labels=y)
+            per_network.append(metrics.summary(r, cv_folds=conf.decode.cv_folds, seed=conf.seed,
+                                               active_only=o.noise == "poisson"))
+            similarity.append(metrics.similarity(r).values)
+            ridge.append(fixed_ridge(activity[:, a, rec.cells[0, a]], y[fit], fit, evaluate, y[evaluate],
+                                     ridge=conf.dynamics.gamma)[1])
+        names = sorted(set.intersection(*(set(d.data_vars) for d in per_network)))
+        found = {name: np.stack([d[name].values for d in per_network]) for name in names}
+        found["decoder_ridge_fixed"], found["similarity"] = np.stack(ridge), np.stack(similarity)
+        return Observed(t=t.numpy(), responses=rec.responses, cells=rec.cells, metrics=found)
 
 
 def checked_cost(conf: DriftsimConfig) -> cost.Estimate:
