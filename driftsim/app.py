@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -165,31 +166,57 @@ def _theory_units(conf: DriftsimConfig, task, dev, t: torch.Tensor, seed: np.ran
 
 def _observe(conf: DriftsimConfig, task, units: torch.Tensor, t: torch.Tensor, seed: np.random.SeedSequence
              ) -> Observed:
-    """Record ``units`` [S, A, U, X] (observe.py), then the drift metrics of each network
-    (analysis.metrics.summary; PV correlation over active cells for Poisson counts, over every cell
-    otherwise), its similarity matrices, and the finite-population fixed ridge decoder on the noise-free activity
-    of the cells of
-    session 0 (analysis/ridge.py, ``decoder_ridge_fixed``)."""
-    with threadpool_limits(limits=1):  # many small numpy/BLAS ops: threads only cost (10x on a loaded machine)
-        o = conf.observe
-        rec = obs.record(units, cells=o.cells, trials=o.trials, noise=o.noise, gain=o.gain, baseline=o.baseline,
-                         noise_sd=o.noise_sd, turnover=o.turnover, seed=seed)
-        y = torch.cat([task.y_train, task.y_test]).cpu().numpy()
-        P = len(task.y_train)
-        fit, evaluate = np.arange(P), (np.arange(P, len(y)) if len(y) > P else np.arange(P))
-        activity = units.detach().cpu().double().numpy()
-        per_network, ridge, similarity = [], [], []
-        for a in range(o.networks):
-            r = metrics.as_responses(rec.responses[:, a], time=t.numpy(), labels=y)
-            per_network.append(metrics.summary(r, cv_folds=conf.decode.cv_folds, seed=conf.seed,
-                                               active_only=o.noise == "poisson"))
-            similarity.append(metrics.similarity(r).values)
-            ridge.append(fixed_ridge(activity[:, a, rec.cells[0, a]], y[fit], fit, evaluate, y[evaluate],
-                                     ridge=conf.dynamics.gamma)[1])
-        names = sorted(set.intersection(*(set(d.data_vars) for d in per_network)))
-        found = {name: np.stack([d[name].values for d in per_network]) for name in names}
-        found["decoder_ridge_fixed"], found["similarity"] = np.stack(ridge), np.stack(similarity)
-        return Observed(t=t.numpy(), responses=rec.responses, cells=rec.cells, metrics=found)
+    """Record ``units`` [S, A, U, X] and compute each network's drift metrics (:func:`_observe_network`).
+
+    The networks run in threads, one per available core: the draws, the larger numpy operations and BLAS
+    release the GIL (2 cores: 2.7 → 1.7 s at the defaults); BLAS itself on one thread (threadpoolctl: many
+    small operations, which its threads only slow, 10× on a loaded machine). A network's numbers depend only
+    on its seed (``observe.network_seed``), never on the threads. An error or Ctrl-C drops the networks not
+    begun and waits only for those running."""
+    activity, times = units.detach().cpu().double().numpy(), t.numpy()
+    networks = activity.shape[1]
+    with threadpool_limits(limits=1), _threads(min(networks, _cores())) as pool:
+        done = list(pool.map(lambda a: _observe_network(conf, task, activity[:, a], times, obs.network_seed(seed, a)),
+                             range(networks)))
+    recordings, per_network, similarity, ridge = zip(*done)
+    names = sorted(set.intersection(*(set(d.data_vars) for d in per_network)))
+    found = {name: np.stack([d[name].values for d in per_network]) for name in names}
+    found["decoder_ridge_fixed"], found["similarity"] = np.stack(ridge), np.stack(similarity)
+    return Observed(t=times, responses=np.stack([r.responses for r in recordings], axis=1),
+                    cells=np.stack([r.cells for r in recordings], axis=1), metrics=found)
+
+
+def _observe_network(conf: DriftsimConfig, task, activity: np.ndarray, t: np.ndarray, seed: np.random.SeedSequence
+                     ) -> tuple:
+    """One network's recording (observe.record_network of its activity [S, U, X]), its drift metrics
+    (analysis.metrics.summary; PV correlation over active cells for Poisson counts, over every cell otherwise),
+    its similarity matrices, and the finite-population fixed ridge decoder on the noise-free activity of the
+    cells of session 0 (analysis/ridge.py, ``decoder_ridge_fixed``)."""
+    o = conf.observe
+    y = torch.cat([task.y_train, task.y_test]).cpu().numpy()
+    P = len(task.y_train)
+    fit, evaluate = np.arange(P), (np.arange(P, len(y)) if len(y) > P else np.arange(P))
+    rec = obs.record_network(activity, cells=o.cells, trials=o.trials, noise=o.noise, gain=o.gain,
+                             baseline=o.baseline, noise_sd=o.noise_sd, turnover=o.turnover, seed=seed)
+    r = metrics.as_responses(rec.responses, time=t, labels=y)
+    return (rec, metrics.summary(r, cv_folds=conf.decode.cv_folds, seed=conf.seed, active_only=o.noise == "poisson"),
+            metrics.similarity(r).values,
+            fixed_ridge(activity[:, rec.cells[0]], y[fit], fit, evaluate, y[evaluate], ridge=conf.dynamics.gamma)[1])
+
+
+@contextmanager
+def _threads(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool that, when the block fails (an error, Ctrl-C), drops the work not begun."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="driftsim")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cores() -> int:
+    """The cores this process may run on (a SLURM job's allocation, not the node's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def checked_cost(conf: DriftsimConfig) -> cost.Estimate:

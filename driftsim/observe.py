@@ -14,7 +14,8 @@ per stimulus, [S, A, C, X, R]:
 - trials: ``none`` repeats the rate, ``gaussian`` adds N(0, noise_sd²), ``poisson`` draws counts with the
   rate as mean (rates must be ≥ 0: φ ≥ 0 such as relu, or a baseline that lifts an odd φ above 0).
 
-Randomness comes from a numpy Generator on a SeedSequence of (run seed, source), as the simulator's.
+Randomness comes from a numpy Generator per network, on child a of a SeedSequence of (run seed, source)
+(:func:`network_seed`): network a's recording does not depend on the other networks nor on their order.
 """
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NOISES", "Recording", "cell_schedule", "observation_seed", "record", "units_needed"]
+__all__ = ["NOISES", "Recording", "cell_schedule", "network_seed", "observation_seed", "record", "record_network",
+           "units_needed"]
 
 NOISES = ("none", "gaussian", "poisson")
 _SOURCES = ("theory", "sim")
 _OBSERVE_KEY = 0x0B5E  # keeps the observation's streams apart from the simulator's SeedSequence(seed)
+_INT32_SAFE = 1e9  # Poisson counts of rates below this fit int32 (2^31 is 36 000 standard deviations above)
 
 
 def observation_seed(seed: int, source: str) -> np.random.SeedSequence:
@@ -48,12 +51,11 @@ def units_needed(sessions: int, cells: int, turnover: float) -> int:
     return cells + (sessions - 1) * _replaced(cells, turnover)
 
 
-def cell_schedule(sessions: int, networks: int, units: int, cells: int, turnover: float,
-                  rng: np.random.Generator) -> np.ndarray:
-    """Which unit each cell slot records in each session: [S, A, C] indices into the U units.
+def cell_schedule(sessions: int, units: int, cells: int, turnover: float, rng: np.random.Generator) -> np.ndarray:
+    """Which unit each cell slot of one network records in each session: [S, C] indices into its U units.
 
     Session 0 takes C units at random; each later session replaces round(turnover·C) random slots by
-    units not recorded before in that network. Needs U ≥ :func:`units_needed`.
+    units not recorded before. Needs U ≥ :func:`units_needed`.
     """
     need = units_needed(sessions, cells, turnover)
     if cells < 2:
@@ -62,16 +64,22 @@ def cell_schedule(sessions: int, networks: int, units: int, cells: int, turnover
         raise ValueError(f"observe.cells={cells} over observe.sessions={sessions} with observe.turnover={turnover} "
                          f"needs {need} distinct units per network; the population has {units}")
     k = _replaced(cells, turnover)
-    out = np.empty((sessions, networks, cells), dtype=np.int64)
-    for a in range(networks):
-        order = rng.permutation(units)[:need]
-        current, fresh = order[:cells].copy(), iter(order[cells:])
-        out[0, a] = current
-        for s in range(1, sessions):
-            for slot in rng.choice(cells, size=k, replace=False):
-                current[slot] = next(fresh)
-            out[s, a] = current
+    out = np.empty((sessions, cells), dtype=np.int64)
+    order = rng.permutation(units)[:need]
+    current, fresh = order[:cells].copy(), iter(order[cells:])
+    out[0] = current
+    for s in range(1, sessions):
+        for slot in rng.choice(cells, size=k, replace=False):
+            current[slot] = next(fresh)
+        out[s] = current
     return out
+
+
+def network_seed(seed: np.random.SeedSequence, network: int) -> np.random.SeedSequence:
+    """The SeedSequence of network ``network``'s recording: child ``network`` of ``seed`` (what
+    ``seed.spawn`` would give, without its state), so that each network's recording is the same whether the
+    networks are recorded together, one by one, or in parallel."""
+    return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, int(network)))
 
 
 @dataclass
@@ -84,14 +92,43 @@ class Recording:
 def record(population, *, cells: int, trials: int, noise: str = "poisson", gain: float = 1.0,
            baseline: float = 0.0, noise_sd: float = 1.0, turnover: float = 0.0,
            seed: np.random.SeedSequence) -> Recording:
-    """Record C cells of each network of ``population`` over R trials per stimulus.
+    """Record C cells of each network of ``population`` over R trials per stimulus: network a as
+    :func:`record_network` with :func:`network_seed` (seed, a).
 
     Parameters
     ----------
     population : array_like [S, A, U, X]
         Activity φ of U units of A networks at S sessions and X stimuli (torch or numpy).
+    cells, trials, noise, gain, baseline, noise_sd, turnover :
+        As in :func:`record_network`.
+    seed : numpy.random.SeedSequence
+        Of the cell choice and the trial noise (:func:`observation_seed`).
+
+    Returns
+    -------
+    Recording
+        responses [S, A, C, X, R] as :func:`record_network`'s and the cells' units [S, A, C].
+    """
+    pop = _numpy(population)
+    if pop.ndim != 4:
+        raise ValueError(f"population must be [sessions, networks, units, stimuli]; got shape {pop.shape}")
+    parts = [record_network(pop[:, a], cells=cells, trials=trials, noise=noise, gain=gain, baseline=baseline,
+                            noise_sd=noise_sd, turnover=turnover, seed=network_seed(seed, a))
+             for a in range(pop.shape[1])]
+    return Recording(np.stack([p.responses for p in parts], axis=1), np.stack([p.cells for p in parts], axis=1))
+
+
+def record_network(activity, *, cells: int, trials: int, noise: str = "poisson", gain: float = 1.0,
+                   baseline: float = 0.0, noise_sd: float = 1.0, turnover: float = 0.0,
+                   seed: np.random.SeedSequence) -> Recording:
+    """Record C cells of one network over R trials per stimulus (the module docstring's model).
+
+    Parameters
+    ----------
+    activity : array_like [S, U, X]
+        Activity φ of the network's U units at S sessions and X stimuli (torch or numpy).
     cells : int
-        C ≥ 2 cells per network.
+        C ≥ 2 cells.
     trials : int
         R ≥ 1 trials per stimulus.
     noise : {"none", "gaussian", "poisson"}
@@ -103,17 +140,18 @@ def record(population, *, cells: int, trials: int, noise: str = "poisson", gain:
     turnover : float
         Fraction of cells replaced between consecutive sessions, in [0, 1].
     seed : numpy.random.SeedSequence
-        Of the cell choice and the trial noise (:func:`observation_seed`).
+        Of the cell choice and the trial noise (:func:`network_seed`).
 
     Returns
     -------
     Recording
-        float64 responses [S, A, C, X, R] (Poisson: integer counts) and the cells' units [S, A, C].
+        responses [S, C, X, R], float64 (Poisson: int32 counts, the run file's dtype; float64 for rates of 10⁹
+        and above), and the cells' units [S, C].
     """
-    pop = population.detach().cpu().numpy() if hasattr(population, "detach") else np.asarray(population)
-    if pop.ndim != 4:
-        raise ValueError(f"population must be [sessions, networks, units, stimuli]; got shape {pop.shape}")
-    if not np.isfinite(pop).all():
+    act = _numpy(activity)
+    if act.ndim != 3:
+        raise ValueError(f"a network's activity must be [sessions, units, stimuli]; got shape {act.shape}")
+    if not np.isfinite(act).all():
         raise ValueError("population activity contains NaN or inf: nothing can be recorded from it")
     if noise not in NOISES:
         raise ValueError(f"observe.noise={noise!r} is not allowed: one of {list(NOISES)}")
@@ -122,19 +160,23 @@ def record(population, *, cells: int, trials: int, noise: str = "poisson", gain:
     for key, value in (("observe.gain", gain), ("observe.noise_sd", noise_sd)):
         if not (np.isfinite(value) and value > 0):
             raise ValueError(f"{key}={value!r} is not allowed: a positive finite number")
-    S, A, U, _ = pop.shape
+    S, U, _ = act.shape
     rng = np.random.default_rng(seed)
-    idx = cell_schedule(S, A, U, cells, turnover, rng)
-    rate = gain * np.take_along_axis(pop.astype(np.float64), idx[..., None], axis=2) + baseline  # [S, A, C, X]
-    shape = (*rate.shape, trials)
+    idx = cell_schedule(S, U, cells, turnover, rng)
+    rate = gain * np.take_along_axis(act.astype(np.float64, copy=False), idx[..., None], axis=1) + baseline
+    shape = (*rate.shape, trials)  # [S, C, X, R]
     rate = rate[..., None]  # broadcast over trials: drawing from a repeated rate array takes twice as long
     if noise == "gaussian":
         return Recording(rate + noise_sd * rng.standard_normal(shape), idx)
     if noise == "poisson":
-        low = float(rate.min())
+        low, high = float(rate.min()), float(rate.max())
         if low < 0:
             raise ValueError(f"observe.noise=poisson needs rates gain·φ + baseline >= 0, but the lowest is {low:.4g} "
                              f"(φ takes negative values, e.g. erf or linear): raise observe.baseline by at least "
                              f"{-low:.4g}, or use observe.noise=gaussian or none")
-        return Recording(rng.poisson(rate, size=shape).astype(np.float64), idx)
+        return Recording(rng.poisson(rate, size=shape).astype(np.int32 if high < _INT32_SAFE else np.float64), idx)
     return Recording(np.broadcast_to(rate, shape).copy(), idx)
+
+
+def _numpy(a) -> np.ndarray:
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)

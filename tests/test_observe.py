@@ -12,15 +12,14 @@ def _population(S=4, A=3, U=50, X=6, seed=0):
 
 def test_cells_are_fixed_without_turnover_and_replaced_with_it():
     rng = np.random.default_rng(1)
-    fixed = obs.cell_schedule(5, 2, 40, 10, 0.0, rng)
-    assert (fixed == fixed[0]).all() and all(len(set(fixed[0, a])) == 10 for a in range(2))
-    moving = obs.cell_schedule(5, 2, 40, 10, 0.3, rng)  # 3 of 10 slots per session
-    for a in range(2):
-        for s in range(1, 5):
-            changed = moving[s, a] != moving[s - 1, a]
-            assert changed.sum() == 3
-            assert not set(moving[s, a][changed]) & set(moving[:s, a].ravel())  # never recorded before
-    assert obs.units_needed(5, 10, 0.3) == 22 == len(np.unique(moving[:, 0]))
+    fixed = obs.cell_schedule(5, 40, 10, 0.0, rng)
+    assert (fixed == fixed[0]).all() and len(set(fixed[0])) == 10
+    moving = obs.cell_schedule(5, 40, 10, 0.3, rng)  # 3 of 10 slots per session
+    for s in range(1, 5):
+        changed = moving[s] != moving[s - 1]
+        assert changed.sum() == 3
+        assert not set(moving[s][changed]) & set(moving[:s].ravel())  # never recorded before
+    assert obs.units_needed(5, 10, 0.3) == 22 == len(np.unique(moving))
 
 
 def test_noise_models_have_their_statistics():
@@ -48,6 +47,17 @@ def test_seeded_and_the_same_for_torch_and_numpy():
     np.testing.assert_array_equal(a.responses, b.responses)
     assert a.responses.shape == (4, 3, 8, 6, 2) and a.cells.shape == (4, 3, 8)
     assert not np.array_equal(a.cells, c.cells)
+
+
+def test_each_network_recorded_alone_is_its_slice_of_the_recording():
+    pop, seed = _population(), obs.observation_seed(3, "theory")
+    together = obs.record(pop, cells=8, trials=3, turnover=0.25, seed=seed)
+    for a in reversed(range(pop.shape[1])):  # any order
+        alone = obs.record_network(pop[:, a], cells=8, trials=3, turnover=0.25, seed=obs.network_seed(seed, a))
+        np.testing.assert_array_equal(alone.responses, together.responses[:, a])
+        np.testing.assert_array_equal(alone.cells, together.cells[:, a])
+    assert not np.array_equal(together.responses[:, 0], together.responses[:, 1])
+    assert not np.array_equal(together.cells[:, 0], together.cells[:, 1])
 
 
 def test_bad_input_errors():

@@ -255,8 +255,9 @@ def _write_observed(h5: h5py.File, observed: dict, population) -> None:
     for source, o in observed.items():
         g = h5.require_group(f"observe/{source}")
         _put(g, "t", np.asarray(o.t, dtype=np.float64))
-        counts = bool(np.all(o.responses == np.round(o.responses))) and o.responses.max() < 2 ** 31
-        _put(g, "responses", o.responses.astype(np.int32 if counts else np.float32), timed=True)
+        r = np.asarray(o.responses)
+        counts = (np.issubdtype(r.dtype, np.integer) or bool(np.all(r == np.round(r)))) and np.abs(r).max() < 2 ** 31
+        _put(g, "responses", r.astype(np.int32 if counts else np.float32, copy=False), timed=True)
         _put(g, "cells", np.asarray(o.cells, dtype=np.int64), timed=True)
         m = h5.require_group(f"metrics/{source}")
         for name, value in o.metrics.items():
