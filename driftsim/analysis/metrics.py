@@ -111,12 +111,14 @@ def _corr(a: xr.DataArray, b: xr.DataArray, dim: str) -> xr.DataArray:
 def _session_pairs(a: xr.DataArray, dim: str, keep: xr.DataArray | None = None) -> xr.DataArray:
     """corr over ``dim`` between each session of ``a`` and each session again: dims (session, session_other,
     …). ``keep`` (session, ``dim``) selects the entries (cells) kept in both sessions of a pair. One row of
-    sessions at a time, so memory stays at S·C·X."""
+    sessions at a time, so memory stays at S·C·X; each pair once, into both of its places (symmetric)."""
     rest = [d for d in a.dims if d not in ("session", dim)]
     x = a.transpose("session", *rest, dim).values
     S, n = x.shape[0], x.shape[-1]
     k = None if keep is None else keep.transpose("session", dim).values.reshape(S, *[1] * len(rest), n)
-    values = np.stack([_pearson(x[i], x, None if k is None else k[i] & k) for i in range(S)])
+    values = np.empty((S, *x.shape[:-1]))
+    for i in range(S):
+        values[i, i:] = values[i:, i] = _pearson(x[i], x[i:], None if k is None else k[i] & k[i:])
     coords = {**_session_coords(a), **{name: c for name, c in a.coords.items() if c.dims and set(c.dims) <= set(rest)}}
     return xr.DataArray(values, dims=("session", "session_other", *rest), coords=coords)
 
@@ -276,7 +278,12 @@ def tuning_correlation(responses: xr.DataArray, reduce: str = "mean") -> xr.Data
     """
     if reduce not in ("mean", "median"):
         raise ValueError(f"reduce must be 'mean' or 'median'; got {reduce!r}")
-    r = check_responses(responses)
+    return _tuning_correlations(check_responses(responses), (reduce,))[0]
+
+
+def _tuning_correlations(r: xr.DataArray, reductions: tuple[str, ...]) -> list[xr.DataArray]:
+    """:func:`tuning_correlation` of checked responses, one per reduction over cells of the same per-cell
+    correlations."""
     _stimuli(r, 2, "a tuning-curve correlation")
     tuning = _trial_mean(r)
     per = _session_pairs(tuning, "stimulus")  # [S, S, C]
@@ -285,12 +292,11 @@ def tuning_correlation(responses: xr.DataArray, reduce: str = "mean") -> xr.Data
         pair = dict(zip(defined.dims, (int(i) for i in np.unravel_index(np.argmin(defined.values), defined.shape))))
         raise ValueError(f"no cell has a non-constant tuning curve in both sessions {pair}: the tuning-curve "
                          f"correlation is undefined")
-    out = per.mean("cell") if reduce == "mean" else per.median("cell")
-    out.name = "tuning_correlation"
-    out.attrs = {"long_name": f"tuning-curve correlation, {reduce} over cells",
-                 "definition": "per cell corr over stimuli of X_s[c, :] and X_s'[c, :]", "source": DEITCH,
-                 "cells_skipped": int(_flat(tuning, "stimulus").any("session").sum())}
-    return out
+    skipped = int(_flat(tuning, "stimulus").any("session").sum())
+    return [(per.mean("cell") if reduce == "mean" else per.median("cell")).rename("tuning_correlation").assign_attrs(
+        long_name=f"tuning-curve correlation, {reduce} over cells",
+        definition="per cell corr over stimuli of X_s[c, :] and X_s'[c, :]", source=DEITCH, cells_skipped=skipped)
+        for reduce in reductions]
 
 
 def _flat_stimuli(pv: np.ndarray) -> np.ndarray:
@@ -584,10 +590,10 @@ def _geometry(first: tuple, later: tuple) -> dict:
     in0 = np.arange(w0.shape[1]) < k0[:, None]  # [G, N]
     in1 = np.arange(w1.shape[1]) < k1[:, None]
     dd = np.einsum("gc,gc->g", d, d)
-    inside = np.einsum("gi,gi->g", np.einsum("gic,gc->gi", w0, d) ** 2, in0)
+    inside = np.einsum("gi,gi->g", (w0 @ d[..., None])[..., 0] ** 2, in0)  # batched matmuls: BLAS, 3x einsum
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(dd > 0, inside / dd, np.nan)
-    cross = np.einsum("gic,gjc->gij", w0, w1) ** 2 * (in0[:, :, None] & in1[:, None, :])
+    cross = (w0 @ w1.transpose(0, 2, 1)) ** 2 * (in0[:, :, None] & in1[:, None, :])
     overlap = cross.sum(axis=(1, 2)) / np.minimum(k0, k1)
     norm0, norm1 = np.linalg.norm(mean0, axis=-1), np.linalg.norm(mean1, axis=-1)
     cos = np.clip(np.sum(mean0 * mean1, axis=-1) / (norm0 * norm1), -1.0, 1.0)
@@ -739,10 +745,8 @@ def summary(responses: xr.DataArray, labels=None, cv_folds: int = 5, seed: int =
     guarded(["pv_correlation"], "pairs", lambda: {"pv_correlation": pv_correlation(mean, active_only=active_only)})
     guarded(["rate_correlation"], "pairs", lambda: {"rate_correlation": rate_correlation(mean)})
     if stimuli >= 2:
-        guarded(["tuning_correlation", "tuning_correlation_median"], "pairs", lambda: {
-            "tuning_correlation": tuning_correlation(mean),
-            "tuning_correlation_median": tuning_correlation(mean, reduce="median").rename(
-                "tuning_correlation_median")})
+        guarded(["tuning_correlation", "tuning_correlation_median"], "pairs", lambda: dict(zip(
+            ["tuning_correlation", "tuning_correlation_median"], _tuning_correlations(mean, ("mean", "median")))))
     else:
         skipped.append("tuning_correlation and drift_index: one stimulus")
     if stimuli >= 3:
