@@ -84,7 +84,8 @@ def network_seed(seed: np.random.SeedSequence, network: int) -> np.random.SeedSe
 
 @dataclass
 class Recording:
-    """responses [S, A, C, X, R]; cells [S, A, C]: the unit each cell slot recorded in each session."""
+    """responses [S, A, C, X, R]; cells [S, A, C]: the unit each cell slot recorded in each session (one
+    network's, from :func:`record_network`: [S, C, X, R] and [S, C])."""
     responses: np.ndarray
     cells: np.ndarray
 
