@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["DIMS", "TRIAL", "as_responses", "check_responses", "check_vector"]
+__all__ = ["DIMS", "TRIAL", "as_responses", "check_responses", "check_vector", "require_trials"]
 
 DIMS = ("session", "cell", "stimulus")
 TRIAL = "trial"
@@ -107,8 +107,13 @@ def check_responses(responses: xr.DataArray, *, trials_for: str | None = None) -
         if pd.isna(r.coords["label"].values).any():
             raise ValueError("the 'label' coordinate has missing values; every stimulus needs a class")
     if trials_for is not None:
-        trials = r.sizes.get(TRIAL, 0)
-        if trials < 2:
-            raise ValueError(f"{trials_for} needs responses with a '{TRIAL}' dim of at least 2 trials per "
-                             f"stimulus; got {trials if TRIAL in r.dims else 'no trial dim'}")
+        require_trials(r, trials_for)
     return r
+
+
+def require_trials(responses: xr.DataArray, what: str) -> None:
+    """A ValueError naming ``what`` unless ``responses`` have a ``trial`` dim of at least 2 trials."""
+    trials = responses.sizes.get(TRIAL, 0)
+    if trials < 2:
+        raise ValueError(f"{what} needs responses with a '{TRIAL}' dim of at least 2 trials per "
+                         f"stimulus; got {trials if TRIAL in responses.dims else 'no trial dim'}")

@@ -90,14 +90,16 @@ class KernelModel:
     def _propagate(self, c_ts: Tensor, qa: list[Tensor], qb: list[Tensor], dot: Tensor) -> TwoTime:
         """SPEC §3.1–3.2: Q_1 = C x.x'/N0, K_l, K'_l from §4, Q_{l+1} = C K_l, G_{l+1} = K_l + C K'_l G_l.
 
-        c_ts: [B] weight correlation between the two times; qa[l]: [B, p], qb[l]: [B, q] layer variances
-        at the first and second time; dot: [p, q] = x.x'/N0.
+        c_ts: [B] weight correlation between the two times; dot = x.x'/N0 and the layer variances qa[l], qb[l]
+        at the first and second time, broadcasting against each other behind the batch: dot [p, q] with
+        qa[l] [B, p, 1], qb[l] [B, 1, q] (every pair of points), or dot [p] with qa[l], qb[l] [B, p] (each
+        point with itself).
         """
-        c = c_ts[:, None, None]
+        c = c_ts.reshape(-1, *(1,) * dot.ndim)
         cov = c * dot
         g = dot.expand_as(cov)
         for layer in range(self.depth):
-            k, kp = self.activation.expect(qa[layer][:, :, None], qb[layer][:, None, :], cov)
+            k, kp = self.activation.expect(qa[layer], qb[layer], cov)
             if layer + 1 < self.depth:
                 # in place: this layer's K' and K are not needed once G and the next covariance are formed
                 g = kp.mul_(c).mul_(g).add_(k)
@@ -127,9 +129,19 @@ class KernelModel:
         For weights that are not the prior's OU process (e.g. the stationary correlation σ²ρ of a fitted
         drift rate); ``two_time`` is this with the prior's C. xa: [p, N0]; xb: [q, N0] → [B, p, q].
         """
+        return self._pairs(c_ts, c_tt, c_ss, xa, xb)
+
+    def correlated_diagonal(self, c_ts: Tensor, c_tt: Tensor, c_ss: Tensor, x: Tensor) -> TwoTime:
+        """The diagonals of ``correlated(c_ts, c_tt, c_ss, x, x)``, each point at the two times with itself,
+        without the off-diagonal pairs: x [p, N0] → k, kp, g [B, p]."""
+        sqnorm = (x * x).sum(1) / x.shape[1]
+        return self._propagate(c_ts, self.variances(c_tt, sqnorm), self.variances(c_ss, sqnorm), sqnorm)
+
+    def _pairs(self, c_ts: Tensor, c_tt: Tensor, c_ss: Tensor, xa: Tensor, xb: Tensor) -> TwoTime:
+        """The recursion between every point of xa [p, N0] and of xb [q, N0]: [B, p, q]."""
         n0 = xa.shape[1]
-        qa = self.variances(c_tt, (xa * xa).sum(1) / n0)
-        qb = self.variances(c_ss, (xb * xb).sum(1) / n0)
+        qa = [q[:, :, None] for q in self.variances(c_tt, (xa * xa).sum(1) / n0)]
+        qb = [q[:, None, :] for q in self.variances(c_ss, (xb * xb).sum(1) / n0)]
         return self._propagate(c_ts, qa, qb, xa @ xb.T / n0)
 
     def ndk_from(self, t: Tensor, s: Tensor, tt: TwoTime) -> Tensor:
@@ -152,11 +164,8 @@ class KernelModel:
 
     # --- one-time special cases ----------------------------------------------------------------
     def _one_time(self, c: float, xa: Tensor, xb: Tensor) -> TwoTime:
-        n0 = xa.shape[1]
         cc = torch.full((1,), c, dtype=xa.dtype, device=xa.device)
-        qa = self.variances(cc, (xa * xa).sum(1) / n0)
-        qb = self.variances(cc, (xb * xb).sum(1) / n0)
-        tt = self._propagate(cc, qa, qb, xa @ xb.T / n0)
+        tt = self._pairs(cc, cc, cc, xa, xb)
         return TwoTime(k=tt.k[0], kp=tt.kp[0], g=tt.g[0])
 
     def nngp(self, xa: Tensor, xb: Tensor) -> Tensor:

@@ -84,11 +84,16 @@ def moments(model: KernelModel, c_ts: Tensor, c_tt: Tensor, c_ss: Tensor, xa: Te
     return Moments(cross, act.mean(q_a), act.mean(q_b), act.expect_diag(q_a), act.expect_diag(q_b))
 
 
-def _pv(m: Moments) -> Tensor:
-    """PV correlation per time pair [B] from moments of the same stimuli at both times (xa = xb)."""
-    cov = torch.diagonal(m.covariance(), dim1=1, dim2=2)
-    va, vb = m.variances()
-    return (cov / (va * vb).sqrt()).mean(1)
+def _pv(model: KernelModel, c_ts: Tensor, c_tt: Tensor, c_ss: Tensor, x: Tensor) -> Tensor:
+    """PV correlation [B] per time pair with weight statistics C(t,t'), C(t,t), C(t',t') (each [B]): per
+    stimulus the moments of :func:`moments` at (x,t), (x,t') from the diagonal of the two-time kernel
+    alone (KernelModel.correlated_diagonal), Pearson over units, mean over the stimuli x [X, N0]."""
+    act: Activation = model.activation
+    sqnorm = (x * x).sum(1) / x.shape[1]
+    q_a, q_b = model.variances(c_tt, sqnorm)[-1], model.variances(c_ss, sqnorm)[-1]
+    mean_a, mean_b = act.mean(q_a), act.mean(q_b)
+    cov = model.correlated_diagonal(c_ts, c_tt, c_ss, x).k - mean_a * mean_b
+    return (cov / ((act.expect_diag(q_a) - mean_a ** 2) * (act.expect_diag(q_b) - mean_b ** 2)).sqrt()).mean(1)
 
 
 def _batches(n: int, points: int):
@@ -132,11 +137,8 @@ def stationary_pv_correlation(x: Tensor, *, depth: int, activation: str | Activa
     # the prior only fixes σ here: the weight statistics are given, not taken from its OU process
     model = KernelModel(activation, layer_of(layer, depth), Prior(1.0, sigma, sigma))
     s2 = model.prior.sigma ** 2
-    out = torch.empty_like(rho)
-    for sl in _batches(len(rho), len(x)):
-        var = torch.full_like(rho[sl], s2)
-        out[sl] = _pv(moments(model, s2 * rho[sl], var, var, x, x))
-    return out
+    var = torch.full_like(rho, s2)
+    return _pv(model, s2 * rho, var, var, x)
 
 
 def _pairs(times: Tensor) -> tuple[Tensor, Tensor]:
@@ -158,15 +160,6 @@ def _over_pairs(model: KernelModel, ti: Tensor, tj: Tensor, xa: Tensor, xb: Tens
     parts = [reduce(moments(model, prior.cov(ti[sl], tj[sl]), prior.var(ti[sl]), prior.var(tj[sl]), xa, xb))
              for sl in _batches(len(ti), max(len(xa), len(xb)))]
     return torch.cat(parts)
-
-
-def _session_matrix(x, depth, activation, prior, times, layer, reduce) -> Tensor:
-    """reduce(Moments) [B] of the stimuli x at every ordered pair of the session times, as [S, S]."""
-    x = _as64(x)
-    t = _times(times, x.device)
-    ti, tj = _pairs(t)
-    model = KernelModel(activation, layer_of(layer, depth), prior)
-    return _over_pairs(model, ti, tj, x, x, reduce).reshape(len(t), len(t))
 
 
 def pv_correlation(x: Tensor, *, depth: int, activation: str | Activation, prior: Prior, times: Tensor,
@@ -193,7 +186,11 @@ def pv_correlation(x: Tensor, *, depth: int, activation: str | Activation, prior
     Tensor [S, S]
         Symmetric, ones on the diagonal (float64, on x's device).
     """
-    return _session_matrix(x, depth, activation, prior, times, layer, _pv)
+    x = _as64(x)
+    t = _times(times, x.device)
+    ti, tj = _pairs(t)
+    model = KernelModel(activation, layer_of(layer, depth), prior)
+    return _pv(model, prior.cov(ti, tj), prior.var(ti), prior.var(tj), x).reshape(len(t), len(t))
 
 
 def rate_correlation(x: Tensor, *, depth: int, activation: str | Activation, prior: Prior, times: Tensor,
@@ -214,7 +211,12 @@ def rate_correlation(x: Tensor, *, depth: int, activation: str | Activation, pri
     Tensor [S, S]
         Symmetric, ones on the diagonal (float64, on x's device).
     """
-    cov = _session_matrix(x, depth, activation, prior, times, layer, lambda m: m.covariance().mean((1, 2)))
+    x = _as64(x)
+    t = _times(times, x.device)
+    i, j = torch.triu_indices(len(t), len(t), device=x.device)  # symmetric: each pair once
+    model = KernelModel(activation, layer_of(layer, depth), prior)
+    cov = torch.empty(len(t), len(t), dtype=torch.float64, device=x.device)
+    cov[i, j] = cov[j, i] = _over_pairs(model, t[i], t[j], x, x, lambda m: m.covariance().mean((1, 2)))
     sd = cov.diagonal().sqrt()
     return cov / (sd[:, None] * sd[None, :])
 
@@ -349,8 +351,10 @@ def sample_units(x: Tensor, *, depth: int, activation: str | Activation, prior: 
     Q_l(t,t',x,x') = C(t,t') K_{l−1}(t,t',x,x') (Q_1 = C(t,t') x.x'/N0; SPEC §3.1), drawn through the
     Cholesky factor of that [S·X, S·X] matrix (with a jitter of at most 1e-8 of its mean diagonal where it
     is singular, e.g. repeated stimuli or more stimuli than input dimensions), independently per unit; the units'
-    activity is φ of them. For layer l > 1 this
-    is the infinite-width law: the previous layer's empirical kernel concentrates on K_{l−1}.
+    activity is φ of them. Q_1 = C ⊗ K_0 is a Kronecker product, whose Cholesky factor is L_C ⊗ L_K0: the first
+    layer is drawn through the two small factors (each with its own jitter), the same draws to rounding at a
+    tenth of the cost. For layer l > 1 this is the infinite-width law: the previous layer's empirical kernel
+    concentrates on K_{l−1}.
 
     Parameters
     ----------
@@ -373,15 +377,17 @@ def sample_units(x: Tensor, *, depth: int, activation: str | Activation, prior: 
     l = layer_of(layer, depth)
     S, X = len(t), len(x)
     ti, tj = _pairs(t)
-    c = prior.cov(ti, tj)[:, None, None]
-    if l == 1:
-        q = c * (x @ x.T / x.shape[1])
-    else:
-        below = KernelModel(activation, l - 1, prior)
-        q = c * _over_pairs(below, ti, tj, x, x, lambda m: m.cross)
-    q = q.reshape(S, S, X, X).permute(0, 2, 1, 3).reshape(S * X, S * X)
-    root = _cholesky(0.5 * (q + q.T))
+    c = prior.cov(ti, tj)
     g = torch.Generator(device=x.device).manual_seed(int(seed))
     z = torch.randn(S * X, cells, generator=g, dtype=torch.float64, device=x.device)
-    h = (root @ z).reshape(S, X, cells)
+    if l == 1:  # (L_C ⊗ L_K) z, z as [S, X, cells]: L_K mixes the stimuli, L_C the sessions
+        k = x @ x.T / x.shape[1]
+        mixed = _cholesky(0.5 * (k + k.T)) @ z.reshape(S, X, cells)
+        c = c.reshape(S, S)
+        h = (_cholesky(0.5 * (c + c.T)) @ mixed.reshape(S, X * cells)).reshape(S, X, cells)
+    else:
+        below = KernelModel(activation, l - 1, prior)
+        q = c[:, None, None] * _over_pairs(below, ti, tj, x, x, lambda m: m.cross)
+        q = q.reshape(S, S, X, X).permute(0, 2, 1, 3).reshape(S * X, S * X)
+        h = (_cholesky(0.5 * (q + q.T)) @ z).reshape(S, X, cells)
     return get_activation(activation).phi(h).transpose(1, 2)

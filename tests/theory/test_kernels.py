@@ -163,3 +163,17 @@ def test_bad_model_parameters_name_the_key():
                         ("sigma0", dict(T=1, sigma=1, sigma0=float("nan")))):
         with pytest.raises(ValueError, match=rf"dynamics.{key}=.*positive"):
             Prior(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["relu", "erf", "tanh"])  # tanh: by quadrature
+@pytest.mark.parametrize("depth", [1, 3])
+def test_correlated_diagonal_is_the_diagonal_of_every_pair(name, depth):
+    # each point with itself at the two times, from its own recursion, against the [B, p, p] recursion
+    model = KernelModel(name, depth, Prior(T=0.5, sigma=1.0, sigma0=0.6))
+    x = _inputs()
+    c_tt, c_ss = torch.tensor([0.5, 0.9, 1.0]), torch.tensor([0.8, 0.9, 1.0])
+    c_ts = torch.tensor([0.1, 0.6, 1.0]) * (c_tt * c_ss).sqrt()
+    pairs, alone = model.correlated(c_ts, c_tt, c_ss, x, x), model.correlated_diagonal(c_ts, c_tt, c_ss, x)
+    for every, own in ((pairs.k, alone.k), (pairs.kp, alone.kp), (pairs.g, alone.g)):
+        # to 1e-7 only: at c_ts² = c_tt c_ss relu's K' is arccos(1 − ε), which turns rounding of 1e-16 into 1e-8
+        torch.testing.assert_close(own, torch.diagonal(every, dim1=1, dim2=2), rtol=1e-7, atol=1e-9)

@@ -239,15 +239,17 @@ def test_sampled_population_converges_to_the_closed_form_as_one_over_root_u():
     assert all(1.6 < r < 2.5 for r in ratios), (rms, ratios)  # ×4 units: error ÷2
 
 
-def test_sampled_units_have_the_layer_covariance():
-    # pre-activations h = φ⁻¹ for linear φ: the empirical covariance over units is Q_l(t,t',x,x')
+@pytest.mark.parametrize("depth", [1, 2])
+def test_sampled_units_have_the_layer_covariance(depth):
+    # pre-activations h = φ⁻¹ for linear φ: the empirical covariance over units is Q_l(t,t',x,x'); depth 1 is
+    # drawn through the Kronecker factors of Q_1 = C ⊗ x.x'/N0, depth 2 through the Cholesky factor of Q_2
     x = _stimuli(X=4, N0=10, seed=3)
     prior = Prior(0.3, 1.2, 0.7)
     t = torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)
-    h = pop.sample_units(x, depth=2, activation="linear", prior=prior, times=t, cells=200_000, seed=0)
+    h = pop.sample_units(x, depth=depth, activation="linear", prior=prior, times=t, cells=200_000, seed=0)
     emp = torch.einsum("scx,rcy->srxy", h, h) / h.shape[1]
     ti, tj = torch.meshgrid(t, t, indexing="ij")
     c = prior.cov(ti, tj)
-    expected = (c * c)[..., None, None] * (x @ x.T / x.shape[1])  # linear depth 2: Q_2 = C · C x.x'/N0
+    expected = (c ** depth)[..., None, None] * (x @ x.T / x.shape[1])  # linear: Q_l = C^l x.x'/N0
     # each entry is a mean of 200 000 products, sd ≤ √2 max|Q| / √n: 6 sd
     torch.testing.assert_close(emp, expected, rtol=0, atol=6 * math.sqrt(2) * float(expected.abs().max()) / math.sqrt(2e5))
