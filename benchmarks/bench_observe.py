@@ -6,13 +6,18 @@ depth 1, relu, T = 1e-3; 4 networks sampled from the Gaussian process, 200 cells
 
 Prints wall and CPU (process) seconds per stage: the run without recordings (theory; simulation in
 mode sim/both), the infinite-population closed forms, sampling the units, the observation model, and the
-metrics (analysis.metrics.summary per network, similarity, the ridge decoder).
+metrics (analysis.metrics.summary per network, similarity, the ridge decoder); then the target itself: the
+whole run by the app's clock (``app.run``, task to written file, as the log's "wrote ... (N s)") with
+``observe.sessions=0`` and with the recordings.
 """
 from __future__ import annotations
 
 import math
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +27,7 @@ from omegaconf import OmegaConf
 from driftsim import app
 from driftsim import observe as obs
 from driftsim.analysis import metrics
+from driftsim.config import validate
 from driftsim.prior import Prior
 from driftsim.sim.simulate import SessionRequest, simulate
 from driftsim.tasks import make_task
@@ -47,9 +53,19 @@ class Clock:
         return out
 
 
+def _whole_run(overrides, out: Path):
+    """The app's run of a config into ``out`` (app.run: task to written file), as a callable."""
+    cfg = compose("config", overrides=[*overrides, f"out='{out}'", "overwrite=true"])
+    conf, config_yaml = validate(cfg), OmegaConf.to_yaml(cfg, resolve=True)
+    return lambda: app.run(conf, config_yaml, out)
+
+
 def main(overrides):
     with initialize_config_module("driftsim.conf", version_base="1.3"):
         cfg = compose("config", overrides=["observe.sessions=10", *overrides])
+        folder = Path(tempfile.mkdtemp(prefix="bench_observe_"))
+        whole = {k: _whole_run([f"observe.sessions={k}", *overrides], folder / f"run{k}.h5")
+                 for k in (0, cfg.observe.sessions)}
     conf = OmegaConf.to_object(cfg)
     clock, dev = Clock(), torch.device("cpu")
     task = make_task(**app.task_arguments(conf.task), seed=conf.seed)
@@ -98,6 +114,18 @@ def main(overrides):
     for k, what in ((1, "wall"), (2, "cpu")):
         cost, base = sum(r[k] for r in added), sum(r[k] for r in run)
         print(f"observation adds {cost:.2f} {what} s to a run of {base:.2f}: {cost / base:.2f}x")
+    # the target, by the app's clock: the whole run alone and with the recordings, alternated
+    times = {k: [] for k in whole}
+    for _ in range(REPEAT):
+        for k, fn in whole.items():
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    alone, observed = (min(times[k]) for k in whole)
+    print(f"the whole run (app.run, least of {REPEAT}): {alone:.2f} s alone, {observed:.2f} s with "
+          f"observe.sessions={conf.observe.sessions}: the recordings add {observed - alone:.2f} s, "
+          f"{(observed - alone) / alone:.2f}x")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -523,16 +523,14 @@ def _pca(members: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
     if len(flat):
         raise ValueError(f"stimulus group {int(flat[0])} of session {s} has no variance across its members: "
                          f"its principal components are undefined")
+    lam, vectors = np.linalg.eigh(second)
+    lam, vectors = lam[:, ::-1].clip(min=0), vectors[:, :, ::-1].transpose(0, 2, 1)  # by variance, one a row
     if gram:
-        lam, u = np.linalg.eigh(second)
-        lam, u = lam[:, ::-1].clip(min=0), u[:, :, ::-1]
-        sv = np.sqrt(lam)
         real = lam > 1e-12 * lam[:, :1]
-        scale = np.where(real, 1.0 / np.where(real, sv, 1.0), 0.0)  # on uᵀ, not on the C-long directions
-        directions = (u.transpose(0, 2, 1) * scale[..., None]) @ centred
+        scale = np.where(real, 1.0 / np.where(real, np.sqrt(lam), 1.0), 0.0)  # on uᵀ, not on the C-long rows
+        directions = (vectors * scale[..., None]) @ centred
     else:
-        lam, v = np.linalg.eigh(second)
-        lam, directions = lam[:, ::-1].clip(min=0), v[:, :, ::-1].transpose(0, 2, 1)
+        directions = vectors
     ratio = lam / lam.sum(axis=-1, keepdims=True)
     return directions, 1.0 / (ratio**2).sum(axis=-1)
 
