@@ -164,42 +164,54 @@ def _theory_units(conf: DriftsimConfig, task, dev, t: torch.Tensor, seed: np.ran
     return drawn.reshape(len(t), o.networks, units, x.shape[0])
 
 
-def _observe(conf: DriftsimConfig, task, units: torch.Tensor, t: torch.Tensor, seed: np.random.SeedSequence
-             ) -> Observed:
-    """Record ``units`` [S, A, U, X] and compute each network's drift metrics (:func:`_observe_network`).
+def _observe(conf: DriftsimConfig, task, units: torch.Tensor, t: torch.Tensor, seed: np.random.SeedSequence,
+             stage: Optional[h5py.Group] = None) -> Observed:
+    """Record ``units`` [S, A, U, X] (:func:`_record_network`), then compute each network's drift metrics
+    (:func:`_measure_network`).
 
     The networks run in threads, one per available core: the draws, the larger numpy operations and BLAS
     release the GIL (2 cores: 2.7 → 1.7 s at the defaults); BLAS itself on one thread (threadpoolctl: many
-    small operations, which its threads only slow, 10× on a loaded machine). A network's numbers depend only
-    on its seed (``observe.network_seed``), never on the threads. An error or Ctrl-C drops the networks not
-    begun and waits only for those running."""
+    small operations, which its threads only slow, 10× on a loaded machine). While the metrics are computed,
+    this thread writes the recordings to ``stage`` (a group of the run's scratch file: store.stage_responses),
+    so that their compression (h5py releases the GIL) overlaps the metrics and the run file copies them as they
+    are. A network's numbers depend only on its seed (``observe.network_seed``), never on the threads. An error
+    or Ctrl-C drops the networks not begun and waits only for those running."""
     activity, times = units.detach().cpu().double().numpy(), t.numpy()
     networks = activity.shape[1]
     with threadpool_limits(limits=1), _threads(min(networks, _cores())) as pool:
-        done = list(pool.map(lambda a: _observe_network(conf, task, activity[:, a], times, obs.network_seed(seed, a)),
-                             range(networks)))
-    recordings, per_network, similarity, ridge = zip(*done)
+        recordings = list(pool.map(lambda a: _record_network(conf, activity[:, a], obs.network_seed(seed, a)),
+                                   range(networks)))
+        measuring = [pool.submit(_measure_network, conf, task, activity[:, a], times, rec)
+                     for a, rec in enumerate(recordings)]
+        responses = np.stack([r.responses for r in recordings], axis=1)
+        if stage is not None:
+            responses = store.stage_responses(stage, responses)
+        per_network, similarity, ridge = zip(*(m.result() for m in measuring))
     names = sorted(set.intersection(*(set(d.data_vars) for d in per_network)))
     found = {name: np.stack([d[name].values for d in per_network]) for name in names}
     found["decoder_ridge_fixed"], found["similarity"] = np.stack(ridge), np.stack(similarity)
-    return Observed(t=times, responses=np.stack([r.responses for r in recordings], axis=1),
-                    cells=np.stack([r.cells for r in recordings], axis=1), metrics=found)
+    return Observed(t=times, responses=responses, cells=np.stack([r.cells for r in recordings], axis=1),
+                    metrics=found)
 
 
-def _observe_network(conf: DriftsimConfig, task, activity: np.ndarray, t: np.ndarray, seed: np.random.SeedSequence
-                     ) -> tuple:
-    """One network's recording (observe.record_network of its activity [S, U, X]), its drift metrics
-    (analysis.metrics.summary; PV correlation over active cells for Poisson counts, over every cell otherwise),
-    its similarity matrices, and the finite-population fixed ridge decoder on the noise-free activity of the
-    cells of session 0 (analysis/ridge.py, ``decoder_ridge_fixed``)."""
+def _record_network(conf: DriftsimConfig, activity: np.ndarray, seed: np.random.SeedSequence) -> obs.Recording:
+    """One network's recording (observe.record_network of its activity [S, U, X])."""
     o = conf.observe
+    return obs.record_network(activity, cells=o.cells, trials=o.trials, noise=o.noise, gain=o.gain,
+                              baseline=o.baseline, noise_sd=o.noise_sd, turnover=o.turnover, seed=seed)
+
+
+def _measure_network(conf: DriftsimConfig, task, activity: np.ndarray, t: np.ndarray, rec: obs.Recording) -> tuple:
+    """One network's drift metrics (analysis.metrics.summary of its recording ``rec``; PV correlation over
+    active cells for Poisson counts, over every cell otherwise), its similarity matrices, and the
+    finite-population fixed ridge decoder on the noise-free activity [S, U, X] of the cells of session 0
+    (analysis/ridge.py, ``decoder_ridge_fixed``)."""
     y = torch.cat([task.y_train, task.y_test]).cpu().numpy()
     P = len(task.y_train)
     fit, evaluate = np.arange(P), (np.arange(P, len(y)) if len(y) > P else np.arange(P))
-    rec = obs.record_network(activity, cells=o.cells, trials=o.trials, noise=o.noise, gain=o.gain,
-                             baseline=o.baseline, noise_sd=o.noise_sd, turnover=o.turnover, seed=seed)
     r = metrics.as_responses(rec.responses, time=t, labels=y)
-    return (rec, metrics.summary(r, cv_folds=conf.decode.cv_folds, seed=conf.seed, active_only=o.noise == "poisson"),
+    return (metrics.summary(r, cv_folds=conf.decode.cv_folds, seed=conf.seed,
+                            active_only=conf.observe.noise == "poisson"),
             metrics.similarity(r).values,
             fixed_ridge(activity[:, rec.cells[0]], y[fit], fit, evaluate, y[evaluate], ridge=conf.dynamics.gamma)[1])
 
@@ -231,8 +243,8 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
         est: Optional[cost.Estimate] = None) -> Path:
     """Compute one run of a validated config and write it to ``out``; returns the path. Its cost is
     checked against ``limits`` first (``est``, else :func:`checked_cost`), the theory's grid once the task is
-    known. A simulation streams its records to a scratch file beside ``out`` (:func:`_spool`), open until the
-    run is written."""
+    known. A simulation streams its records, and the recordings are staged, to a scratch file beside ``out``
+    (:func:`_spool`), open until the run is written."""
     with ExitStack() as files:
         return _run(conf, config_yaml, out, progress, est, files)
 
@@ -240,7 +252,8 @@ def run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool = Fals
 @contextmanager
 def _spool(out: Path) -> Iterator[h5py.Group]:
     """The HDF5 file to which the simulation streams its records (output.scratch, beside ``out``): memory then
-    holds one chunk of networks, and the run file copies them a block at a time."""
+    holds one chunk of networks, and the run file copies them a block at a time; the recordings are staged
+    there too (``observe/<source>``, :func:`_observe`)."""
     with output.scratch(out) as path, h5py.File(path, "w") as h5:
         yield h5
 
@@ -263,6 +276,7 @@ def _run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool, est:
     decoding, observed = {}, {}
     observing = conf.observe.sessions > 0
     t_sessions = session_times(conf) if observing else None
+    spool = files.enter_context(_spool(out)) if observing or conf.mode in ("sim", "both") else None
     if conf.mode in ("theory", "both"):
         start = time.perf_counter()
         dev = resolve_device(conf.device)  # the theory computes where its inputs are
@@ -286,7 +300,7 @@ def _run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool, est:
             pop_theory = _population_theory(conf, task, dev, t_sessions)
             seed_units, seed_record = obs.observation_seed(conf.seed, "theory").spawn(2)
             observed["theory"] = _observe(conf, task, _theory_units(conf, task, dev, t_sessions, seed_units),
-                                          t_sessions, seed_record)
+                                          t_sessions, seed_record, stage=spool.create_group("observe/theory"))
             log.info("theory population and recordings: %.1f s", time.perf_counter() - start)
     if conf.mode in ("sim", "both"):
         start = time.perf_counter()
@@ -300,7 +314,7 @@ def _run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool, est:
                        mpl_inner_steps=dyn.mpl_inner_steps, ensemble=s.ensemble, dtype=s.dtype,
                        antithetic=s.antithetic, activity_units=s.activity_units, chunk=s.chunk, seed=conf.seed,
                        device=conf.device, progress=progress, sessions=request,
-                       records=files.enter_context(_spool(out)))
+                       records=spool)
         log.info("simulation: %d networks in %d chunk(s) of at most %d, %.1f s", s.ensemble, sim.info["chunks"],
                  s.chunk, time.perf_counter() - start)
         decoding.update({("sim", p): d for p, d in decode_sim(
@@ -308,7 +322,7 @@ def _run(conf: DriftsimConfig, config_yaml: str, out: Path, progress: bool, est:
         if observing:
             start = time.perf_counter()
             observed["sim"] = _observe(conf, task, sim.sessions.activity, t_sessions,
-                                       obs.observation_seed(conf.seed, "sim"))
+                                       obs.observation_seed(conf.seed, "sim"), stage=spool.create_group("observe/sim"))
             log.info("sim recordings and metrics: %.1f s", time.perf_counter() - start)
     for (source, phase), d in decoding.items():
         log.info("decoding %s/%s: accuracy %.2f at the start, %.2f at the end", source, phase,

@@ -56,8 +56,7 @@ Entries marked (+) extend DESIGN.md's list (additions only; the contract's paths
 counts are per class, y = +1 (the
 first of task.classes) then y = −1; driftsim.analysis.decode says what every accuracy measures. Arrays with a
 time axis are chunked along it (one time of more than 256 KiB split along its next axis); arrays are
-gzip-compressed with the shuffle filter and a fletcher32 checksum, except /metrics/<source>/similarity
-(correlations that gzip shrinks by 17 % at 10x the write time: one matrix a chunk, checksummed).
+gzip-compressed with the shuffle filter and a fletcher32 checksum.
 
 Every axis is named by an HDF5 dimension scale (driftsim.io.axes): time axes by their group's ``t``
 (decode and hist groups hold a copy (+) of their phase's ``t``), index axes by root coordinates (+)
@@ -92,8 +91,8 @@ from .. import __version__
 from .axes import label_axes
 from .output import OutputError, atomic, checkpoint
 
-__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "read_run", "check_run", "is_complete",
-           "is_run_file", "check_replaceable"]
+__all__ = ["SCHEMA", "StoreError", "Run", "required_paths", "write_run", "stage_responses", "read_run", "check_run",
+           "is_complete", "is_run_file", "check_replaceable"]
 
 SCHEMA = "driftsim/1"
 _CHUNK_BYTES = 1 << 18  # ~256 KiB chunks: whole small arrays, a few time slices of large ones
@@ -147,10 +146,10 @@ def _numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
-def _put(group: h5py.Group, name: str, value, timed: bool = False, compress: bool = True) -> None:
-    """Store one array; ``timed``: its first axis is time, chunk along it; ``compress=False``: a stack of
-    matrices stored without gzip, one matrix a chunk. An h5py dataset (a streamed simulation's records) is
-    copied a block of chunks at a time, never read whole."""
+def _put(group: h5py.Group, name: str, value, timed: bool = False) -> None:
+    """Store one array; ``timed``: its first axis is time, chunk along it. An h5py dataset (a streamed
+    simulation's records) is copied a block of chunks at a time, never read whole; one already stored as the
+    run file stores it (:func:`stage_responses`) is copied as it is, its compressed chunks unread."""
     checkpoint()  # a Ctrl-C during the write stops it here, between datasets
     streamed = isinstance(value, h5py.Dataset)
     a = value if streamed else _numpy(value)
@@ -158,9 +157,7 @@ def _put(group: h5py.Group, name: str, value, timed: bool = False, compress: boo
         group.create_dataset(name, data=a[()] if streamed else a)
         return
     chunks = True  # h5py's guess for arrays without a time axis
-    if not compress and a.ndim >= 2:
-        chunks = (1,) * (a.ndim - 2) + a.shape[-2:]  # no padded edge chunks
-    elif timed:
+    if timed:
         row = a.dtype.itemsize * a.size // a.shape[0]  # bytes of one time
         if row <= _CHUNK_BYTES or a.ndim == 1:
             chunks = (int(np.clip(_CHUNK_BYTES // row, 1, a.shape[0])),) + a.shape[1:]
@@ -168,11 +165,13 @@ def _put(group: h5py.Group, name: str, value, timed: bool = False, compress: boo
             chunks = (1, int(np.clip(_CHUNK_BYTES * a.shape[1] // row, 1, a.shape[1]))) + a.shape[2:]
     # fletcher32: a checksum per chunk, so that a corrupted byte fails the read instead of changing a number;
     # gzip level 1: the recordings' counts write 1.5x faster than at level 4 for a file 7 % larger
-    options = dict(chunks=chunks, fletcher32=True)
-    if compress:
-        options.update(compression="gzip", compression_opts=1, shuffle=True)
+    options = dict(chunks=chunks, compression="gzip", compression_opts=1, shuffle=True, fletcher32=True)
     if not streamed:
         group.create_dataset(name, data=a, **options)
+        return
+    if chunks is not True and a.chunks == chunks and all(getattr(a, k) == v for k, v in options.items()
+                                                          if k != "chunks"):
+        group.copy(a, name)  # H5Ocopy: the chunks as they are
         return
     d = group.create_dataset(name, shape=a.shape, dtype=a.dtype, **options)
     step = d.chunks[0]
@@ -265,19 +264,29 @@ def _response_dtype(r: np.ndarray) -> type:
     return np.int32 if integral and -2 ** 31 <= r.min() and r.max() < 2 ** 31 else np.float32
 
 
+def stage_responses(group: h5py.Group, responses: np.ndarray) -> h5py.Dataset:
+    """Write recorded responses [S, A, C, X, R] to ``group/responses`` of another HDF5 file (a run's scratch
+    file) exactly as the run file stores them, and return that dataset: :func:`write_run` then copies its
+    compressed chunks as they are. The app stages its recordings while their metrics are computed, so their
+    compression (h5py releases the GIL) overlaps that work."""
+    r = np.asarray(responses)
+    _put(group, "responses", r.astype(_response_dtype(r), copy=False), timed=True)
+    return group["responses"]
+
+
 def _write_observed(h5: h5py.File, observed: dict, population) -> None:
     for source, o in observed.items():
         g = h5.require_group(f"observe/{source}")
         _put(g, "t", np.asarray(o.t, dtype=np.float64))
-        r = np.asarray(o.responses)
-        _put(g, "responses", r.astype(_response_dtype(r), copy=False), timed=True)
+        r = o.responses
+        if not isinstance(r, h5py.Dataset):  # else staged (stage_responses): copied as it is
+            r = np.asarray(r)
+            r = r.astype(_response_dtype(r), copy=False)
+        _put(g, "responses", r, timed=True)
         _put(g, "cells", np.asarray(o.cells, dtype=np.int64), timed=True)
         m = h5.require_group(f"metrics/{source}")
         for name, value in o.metrics.items():
-            if name == "similarity":  # correlations: gzip saves 17 % of their bytes at 10x their write time
-                _put(m, name, np.asarray(value, dtype=np.float32), compress=False)
-            else:
-                _put(m, name, np.asarray(value, dtype=np.float64))
+            _put(m, name, np.asarray(value, dtype=np.float32 if name == "similarity" else np.float64))
     if population is not None:
         p = h5.require_group("theory/drift/population")
         p.attrs["layer"], p.attrs["ridge"] = int(population.layer), float(population.ridge)

@@ -2,6 +2,7 @@
 foreign, corrupt and other-schema files, and the tidy table of a sweep."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -268,6 +269,27 @@ def test_observation_round_trip_and_required_paths(tmp_path):
     incomplete = store.write_run(tmp_path / "bad.h5", **run)
     with pytest.raises(store.StoreError, match="/observe/theory/t"):
         store.read_run(incomplete)
+
+
+def test_staged_responses_are_copied_as_the_run_file_stores_them(tmp_path):
+    # the app stages its recordings in the scratch file while their metrics are computed (store.stage_responses);
+    # the run file then holds the same dataset as from the array: values, dtype, chunks, filters, checksums
+    observed, population = fake_observed()
+    run = {**fake_run("both"), "config": _observing_config()}
+    direct = store.write_run(tmp_path / "direct.h5", **run, observed=observed, population=population)
+    with h5py.File(tmp_path / "scratch.h5", "w") as scratch:
+        staged = {source: dataclasses.replace(o, responses=store.stage_responses(
+            scratch.create_group(f"observe/{source}"), o.responses)) for source, o in observed.items()}
+        copied = store.write_run(tmp_path / "staged.h5", **run, observed=staged, population=population)
+    with h5py.File(direct) as a, h5py.File(copied) as b:
+        for source in observed:
+            d, c = a[f"observe/{source}/responses"], b[f"observe/{source}/responses"]
+            np.testing.assert_array_equal(c[()], observed[source].responses)
+            assert (c.dtype, c.chunks, c.compression, c.compression_opts, c.shuffle, c.fletcher32) == \
+                (d.dtype, d.chunks, d.compression, d.compression_opts, d.shuffle, d.fletcher32) == \
+                (np.int32, (S, A, C, P + Q, R), "gzip", 1, True, True)  # small: one chunk
+            assert c.id.read_direct_chunk((0,) * 5) == d.id.read_direct_chunk((0,) * 5)  # the same bytes on disk
+    store.read_run(copied, recordings=True)  # complete, every axis labelled
 
 
 def test_observation_with_inconsistent_shapes_is_refused(tmp_path):
