@@ -89,7 +89,8 @@ class SimResult:
 
 @dataclass
 class Observed:
-    """One source's recordings and their drift metrics (``/observe/<source>``, ``/metrics/<source>``)."""
+    """One source's recordings and their drift metrics (``/observe/<source>``, ``/metrics/<source>``): the
+    responses as an array, or as the h5py dataset to which the app staged them (``store.stage_responses``)."""
     t: np.ndarray  # [S] drift time of each session, since the freeze
     responses: np.ndarray  # [S, A, C, X, R]
     cells: np.ndarray  # [S, A, C] the unit each cell slot recorded
