@@ -77,23 +77,23 @@ class Moments:
 def moments(model: KernelModel, c_ts: Tensor, c_tt: Tensor, c_ss: Tensor, xa: Tensor, xb: Tensor) -> Moments:
     """SPEC §3.1, §4: the activity moments of layer ``model.depth`` for weight statistics C(t,s), C(t,t),
     C(s,s) (each [B]) between the times; xa [p, N0], xb [q, N0] → :class:`Moments`."""
-    act: Activation = model.activation
-    q_a = model.variances(c_tt, (xa * xa).sum(1) / xa.shape[1])[-1]
-    q_b = model.variances(c_ss, (xb * xb).sum(1) / xb.shape[1])[-1]
-    cross = model.correlated(c_ts, c_tt, c_ss, xa, xb).k
-    return Moments(cross, act.mean(q_a), act.mean(q_b), act.expect_diag(q_a), act.expect_diag(q_b))
+    (mean_a, second_a), (mean_b, second_b) = _marginal(model, c_tt, xa), _marginal(model, c_ss, xb)
+    return Moments(model.correlated(c_ts, c_tt, c_ss, xa, xb).k, mean_a, mean_b, second_a, second_b)
+
+
+def _marginal(model: KernelModel, c: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """E[φ] and E[φ²] [B, p] of a unit of layer ``model.depth`` at x [p, N0], weight variances c [B]."""
+    q = model.variances(c, (x * x).sum(1) / x.shape[1])[-1]
+    return model.activation.mean(q), model.activation.expect_diag(q)
 
 
 def _pv(model: KernelModel, c_ts: Tensor, c_tt: Tensor, c_ss: Tensor, x: Tensor) -> Tensor:
     """PV correlation [B] per time pair with weight statistics C(t,t'), C(t,t), C(t',t') (each [B]): per
     stimulus the moments of :func:`moments` at (x,t), (x,t') from the diagonal of the two-time kernel
     alone (KernelModel.correlated_diagonal), Pearson over units, mean over the stimuli x [X, N0]."""
-    act: Activation = model.activation
-    sqnorm = (x * x).sum(1) / x.shape[1]
-    q_a, q_b = model.variances(c_tt, sqnorm)[-1], model.variances(c_ss, sqnorm)[-1]
-    mean_a, mean_b = act.mean(q_a), act.mean(q_b)
+    (mean_a, second_a), (mean_b, second_b) = _marginal(model, c_tt, x), _marginal(model, c_ss, x)
     cov = model.correlated_diagonal(c_ts, c_tt, c_ss, x).k - mean_a * mean_b
-    return (cov / ((act.expect_diag(q_a) - mean_a ** 2) * (act.expect_diag(q_b) - mean_b ** 2)).sqrt()).mean(1)
+    return (cov / ((second_a - mean_a ** 2) * (second_b - mean_b ** 2)).sqrt()).mean(1)
 
 
 def _batches(n: int, points: int):
